@@ -1,0 +1,147 @@
+"""Test, lint, docs, build and benchmark sessions.
+
+Plain ``nox`` runs every session that can run on this machine: the tests on
+each backend (GPU sessions skip, with the reason, where no GPU is present),
+lint, docs and build. ``nox -s bench`` runs the benchmarks.
+
+One environment variable drives both nox and pytest: ``COSINEKIT_BACKENDS``.
+Each backend session sets it for pytest to its own backend; the generic
+``tests`` session reads it from the environment (``COSINEKIT_BACKENDS=torch,jax
+nox -s tests``), installs those backends and tests them. ``COSINEKIT_DEVICE``
+(``cpu`` or ``cuda``) selects the device the same way.
+
+The install specs can be overridden for GPU machines:
+``COSINEKIT_TORCH_SPEC`` (default ``torch==2.13.0``, the CPU build) and
+``COSINEKIT_JAX_SPEC`` (default ``jax[cpu]``), for example
+``COSINEKIT_TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+
+import nox
+
+nox.options.sessions = [
+    "numpy",
+    "torch",
+    "jax",
+    "dask",
+    "array_api_strict",
+    "cupy",
+    "lint",
+]
+nox.options.reuse_existing_virtualenvs = False
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# The CPU wheel of torch on this machine's disk is built for CPython 3.11.
+BACKEND_PYTHON = "3.11"
+
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "scipy", "scikit-learn"]
+
+
+def _spec(env: str, default: str) -> list[str]:
+    return shlex.split(os.environ.get(env, default))
+
+
+BACKEND_DEPS: dict[str, list[str]] = {
+    "numpy": [],
+    "torch": _spec("COSINEKIT_TORCH_SPEC", "torch==2.13.0"),
+    "jax": _spec("COSINEKIT_JAX_SPEC", "jax[cpu]"),
+    "dask": ["dask[array,distributed]"],
+    "array_api_strict": ["array-api-strict"],
+    "array_api_strictest": ["array-api-strict"],
+    "cupy": _spec("COSINEKIT_CUPY_SPEC", "cupy-cuda12x"),
+}
+
+
+def _gpu_present() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
+
+
+def _run_tests(session: nox.Session, backends: list[str], device: str = "cpu") -> None:
+    unknown = [b for b in backends if b not in BACKEND_DEPS]
+    if unknown:
+        session.error(f"unknown backends {unknown}; choose from {sorted(BACKEND_DEPS)}")
+    if (device != "cpu" or "cupy" in backends) and not _gpu_present():
+        session.skip(f"{','.join(backends)} on {device} needs an NVIDIA GPU; none is present")
+    session.install("-e", ".", *TEST_DEPS)
+    for backend in backends:
+        if BACKEND_DEPS[backend]:
+            session.install(*BACKEND_DEPS[backend])
+    env = {"COSINEKIT_BACKENDS": ",".join(backends), "COSINEKIT_DEVICE": device}
+    session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHONS)
+def numpy(session: nox.Session) -> None:
+    """Tests on NumPy, on every supported Python, plus the docstring examples."""
+    _run_tests(session, ["numpy"])
+    session.run("pytest", "--doctest-modules", "src/cosinekit", "-p", "no:cacheprovider")
+
+
+@nox.session(python=BACKEND_PYTHON)
+def torch(session: nox.Session) -> None:
+    """Tests on PyTorch (CPU)."""
+    _run_tests(session, ["torch"])
+
+
+@nox.session(python=BACKEND_PYTHON)
+def jax(session: nox.Session) -> None:
+    """Tests on JAX with 64-bit enabled (CPU)."""
+    _run_tests(session, ["jax"])
+
+
+@nox.session(python=BACKEND_PYTHON)
+def dask(session: nox.Session) -> None:
+    """Tests on lazy Dask arrays, including a two-worker local cluster."""
+    _run_tests(session, ["dask"])
+
+
+@nox.session(python=BACKEND_PYTHON)
+def array_api_strict(session: nox.Session) -> None:
+    """Tests on array-api-strict, with its default and its strictest flags."""
+    _run_tests(session, ["array_api_strict", "array_api_strictest"])
+
+
+@nox.session(python=BACKEND_PYTHON)
+def cupy(session: nox.Session) -> None:
+    """Tests on CuPy; skips where no NVIDIA GPU is present."""
+    _run_tests(session, ["cupy"])
+
+
+@nox.session(python=BACKEND_PYTHON)
+def torch_cuda(session: nox.Session) -> None:
+    """Tests on PyTorch tensors on the GPU (needs COSINEKIT_TORCH_SPEC for a CUDA build)."""
+    _run_tests(session, ["torch"], device="cuda")
+
+
+@nox.session(python=BACKEND_PYTHON)
+def jax_cuda(session: nox.Session) -> None:
+    """Tests on JAX arrays on the GPU (needs COSINEKIT_JAX_SPEC=jax[cuda12])."""
+    _run_tests(session, ["jax"], device="cuda")
+
+
+@nox.session(python=BACKEND_PYTHON)
+def tests(session: nox.Session) -> None:
+    """Tests on the backends named in COSINEKIT_BACKENDS (default: numpy)."""
+    backends = os.environ.get("COSINEKIT_BACKENDS", "numpy").split(",")
+    _run_tests(
+        session,
+        [b.strip() for b in backends if b.strip()],
+        device=os.environ.get("COSINEKIT_DEVICE", "cpu"),
+    )
+
+
+@nox.session(python=BACKEND_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict on the package."""
+    session.install("-e", ".", "ruff", "mypy")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "--strict", "src/cosinekit")

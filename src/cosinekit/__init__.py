@@ -1,0 +1,21 @@
+"""cosinekit: exact, safe and fast cosine similarity for every array-API library.
+
+One source runs on NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict
+arrays; results keep the input's library, device and floating dtype.
+"""
+
+from ._losses import cosine_distance_loss, cosine_embedding_loss
+from ._normalize import l2_normalize
+from ._similarity import angular_distance, cosine_distance, cosine_similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "angular_distance",
+    "cosine_distance",
+    "cosine_distance_loss",
+    "cosine_embedding_loss",
+    "cosine_similarity",
+    "l2_normalize",
+]

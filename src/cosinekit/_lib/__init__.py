@@ -1,0 +1,1 @@
+"""Private building blocks: validation, the numerics kernels, the strategy point."""

@@ -1,0 +1,249 @@
+"""The cosine numerics, each formula in exactly one place.
+
+Design (see the "Numerics" docs page):
+
+* **Fast path.** Three sums per row, ``x1.x2``, ``x1.x1`` and ``x2.x2``, in the
+  compute dtype. Where both sums of squares lie in ``[LOW, HIGH]`` no square
+  overflowed and no significant square underflowed, so the plain formula is
+  accurate to a few ulp. This is one pass over the data.
+* **Rescaled path.** Each vector is divided by its largest magnitude first, so
+  its sum of squares lies in ``[1, d]``: exact from the smallest subnormal to
+  the largest finite value, and NaN for vectors holding NaN or inf.
+* Where values are readable (see ``_strategy``), the fast path runs on
+  everything and only the rows outside the safe range (zero vectors, extreme
+  magnitudes, NaN, inf) are gathered and recomputed by the rescaled path.
+  Elsewhere (Dask, JAX, compiled and transformed torch) the rescaled path runs
+  on everything, branch-free.
+* **Zero vectors** use the "double where" so that forward values are 0 and
+  gradients are the subgradient 0, never NaN or ``1/eps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from ._strategy import quiet_overflow, stop_gradient, values_are_readable
+
+Array = Any
+
+
+def _sum_of_squares_range(xp: ModuleType, dtype: Any) -> tuple[float, float]:
+    """Sums of squares in this range were computed without harmful rounding.
+
+    Above ``LOW`` the squares that underflowed (each below the smallest
+    normal number) add up to less than ``d * 2**-p`` of the sum, far below one
+    ulp for any realistic ``d``; up to ``HIGH`` nothing overflowed.
+    """
+    info = xp.finfo(dtype)
+    return float(info.smallest_normal) / float(info.eps), float(info.max)
+
+
+def _in_safe_range(xp: ModuleType, sum_of_squares: Array) -> Array:
+    low, high = _sum_of_squares_range(xp, sum_of_squares.dtype)
+    return (sum_of_squares >= low) & (sum_of_squares <= high)
+
+
+def _ones_like(xp: ModuleType, x: Array) -> Array:
+    return xp.ones_like(x)
+
+
+def _safe_sqrt(xp: ModuleType, s: Array) -> Array:
+    """``sqrt(s)``, but 1 at ``s == 0`` so that gradients stay finite there."""
+    return xp.sqrt(xp.where(s == 0, _ones_like(xp, s), s))
+
+
+def _eps_factor(xp: ModuleType, norm: Array, scale: Array | None, eps: float) -> Array:
+    """``min(1, ||x|| / eps)``, where ``||x|| = scale * norm``.
+
+    Multiplying by this turns ``1 / ||x||`` into ``1 / max(||x||, eps)``.
+    Written so that nothing overflows: a rescaled ``norm`` is at least 1, so
+    ``scale >= eps`` already means the factor is 1.
+    """
+    if scale is None:
+        return xp.minimum(norm, xp.full_like(norm, eps)) / eps
+    ones = _ones_like(xp, norm)
+    return xp.minimum(ones, xp.minimum(scale, xp.full_like(scale, eps)) / eps * norm)
+
+
+def _scaled_by_max(xp: ModuleType, x: Array, axis: int) -> tuple[Array, Array, Array]:
+    """``x / max|x|`` along ``axis``, ``max|x|``, and whether ``x`` is finite.
+
+    The scale is a constant for autodiff: cosine is scale-invariant, and
+    ``scale * ||x / scale||`` has the exact gradient of ``||x||`` anyway.
+    Zero vectors stay zero. Vectors holding inf or NaN become zero here, so
+    that no inf-times-zero arithmetic runs (and no NumPy warning is raised),
+    and are marked not finite; their results are set to NaN at the end.
+    Scale and mask keep ``axis``.
+    """
+    scale = stop_gradient(xp, xp.max(xp.abs(x), axis=axis, keepdims=True))
+    finite = xp.isfinite(scale)
+    usable = finite & (scale != 0)
+    scaled = xp.where(usable, x / xp.where(usable, scale, _ones_like(xp, scale)), xp.zeros_like(x))
+    return scaled, scale, finite
+
+
+def _row_sums(xp: ModuleType, x1: Array, x2: Array, axis: int) -> tuple[Array, Array, Array]:
+    return (
+        xp.vecdot(x1, x2, axis=axis),
+        xp.vecdot(x1, x1, axis=axis),
+        xp.vecdot(x2, x2, axis=axis),
+    )
+
+
+def _cosine_from_sums(
+    xp: ModuleType,
+    dot: Array,
+    sumsq1: Array,
+    sumsq2: Array,
+    scales: tuple[Array, Array] | tuple[None, None],
+    eps: float | None,
+) -> Array:
+    """``dot / (||x1|| ||x2||)`` from row sums; 0 where either vector is zero."""
+    norm1 = _safe_sqrt(xp, sumsq1)
+    norm2 = _safe_sqrt(xp, sumsq2)
+    both_nonzero = (sumsq1 != 0) & (sumsq2 != 0)
+    cosine = xp.where(both_nonzero, dot / (norm1 * norm2), xp.zeros_like(dot))
+    if eps is not None:
+        cosine = (
+            cosine
+            * _eps_factor(xp, norm1, scales[0], eps)
+            * _eps_factor(xp, norm2, scales[1], eps)
+        )
+    return cosine
+
+
+def _rescaled_cosine(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
+    scaled1, scale1, finite1 = _scaled_by_max(xp, x1, axis)
+    scaled2, scale2, finite2 = _scaled_by_max(xp, x2, axis)
+    dot, sumsq1, sumsq2 = _row_sums(xp, scaled1, scaled2, axis)
+    scales = (xp.squeeze(scale1, axis=axis), xp.squeeze(scale2, axis=axis))
+    cosine = _cosine_from_sums(xp, dot, sumsq1, sumsq2, scales, eps)
+    finite = xp.squeeze(finite1 & finite2, axis=axis)
+    return xp.where(finite, cosine, xp.full_like(cosine, float("nan")))
+
+
+def _repair_rows(
+    xp: ModuleType,
+    fast: tuple[Array, ...],
+    fast_ok: Array,
+    rescaled: Callable[..., tuple[Array, ...]],
+    arrays: Sequence[Array],
+    axis: int,
+) -> tuple[Array, ...]:
+    """Replace each of ``fast`` where ``fast_ok`` is False by ``rescaled`` of those rows.
+
+    ``fast_ok`` has the batch shape (``axis`` removed); each output has either
+    that shape or the full shape of ``arrays``. Only the rows that need it are
+    gathered (``nonzero`` and ``take``) and recomputed, so the common case
+    pays one ``all`` and the rare case pays in proportion to its bad rows. The
+    results are spread back without a scatter: the position of a bad row in
+    the compact result is the running count of bad rows, a ``cumulative_sum``.
+    """
+    if bool(xp.all(fast_ok)):
+        return fast
+    moved = [xp.moveaxis(a, axis, -1) for a in arrays]
+    rows = [xp.reshape(m, (-1, m.shape[-1])) for m in moved]
+    bad = xp.reshape(xp.logical_not(fast_ok), (-1,))
+    (bad_index,) = xp.nonzero(bad)
+    repaired = rescaled(*(xp.take(r, bad_index, axis=0) for r in rows))
+    position = xp.clip(xp.cumulative_sum(xp.astype(bad, bad_index.dtype)) - 1, min=0)
+    merged = []
+    for fast_value, repaired_value in zip(fast, repaired, strict=True):
+        spread = xp.take(repaired_value, position, axis=0)
+        if spread.ndim == 2:
+            spread = xp.moveaxis(xp.reshape(spread, moved[0].shape), -1, axis)
+            merged.append(xp.where(xp.expand_dims(fast_ok, axis=axis), fast_value, spread))
+        else:
+            merged.append(xp.where(fast_ok, fast_value, xp.reshape(spread, fast_ok.shape)))
+    return tuple(merged)
+
+
+def cosine_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
+    """Unclipped cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``."""
+    if not values_are_readable(xp, x1):
+        return _rescaled_cosine(xp, x1, x2, axis, eps)
+    with quiet_overflow():
+        dot, sumsq1, sumsq2 = _row_sums(xp, x1, x2, axis)
+    fast_ok = _in_safe_range(xp, sumsq1) & _in_safe_range(xp, sumsq2)
+    ones = _ones_like(xp, dot)
+    # Rows outside the safe range are replaced below; keep their fast values
+    # finite so that no NaN leaks into the gradient through ``where``.
+    fast = _cosine_from_sums(
+        xp,
+        xp.where(fast_ok, dot, xp.zeros_like(dot)),
+        xp.where(fast_ok, sumsq1, ones),
+        xp.where(fast_ok, sumsq2, ones),
+        (None, None),
+        eps,
+    )
+    (cosine,) = _repair_rows(
+        xp,
+        (fast,),
+        fast_ok,
+        lambda a, b: (_rescaled_cosine(xp, a, b, -1, eps),),
+        (x1, x2),
+        axis,
+    )
+    return cosine
+
+
+def _unit_from_sum(
+    xp: ModuleType, x: Array, sumsq: Array, scale: Array | None, eps: float | None, axis: int
+) -> tuple[Array, ...]:
+    """``(x / ||x||, min(1, ||x|| / eps))``; the factor only when ``eps`` is set.
+
+    ``sumsq`` has ``axis`` removed; ``scale`` (if any) keeps it.
+    """
+    norm = _safe_sqrt(xp, sumsq)
+    unit = xp.where(
+        xp.expand_dims(sumsq != 0, axis=axis),
+        x / xp.expand_dims(norm, axis=axis),
+        xp.zeros_like(x),
+    )
+    if eps is None:
+        return (unit,)
+    row_scale = None if scale is None else xp.squeeze(scale, axis=axis)
+    return unit, _eps_factor(xp, norm, row_scale, eps)
+
+
+def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[Array, ...]:
+    scaled, scale, finite = _scaled_by_max(xp, x, axis)
+    unit, *factor = _unit_from_sum(
+        xp, scaled, xp.vecdot(scaled, scaled, axis=axis), scale, eps, axis
+    )
+    return (xp.where(finite, unit, xp.full_like(unit, float("nan"))), *factor)
+
+
+def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[Array, ...]:
+    """Unit vectors along ``axis`` (zero stays zero), and with ``eps`` the factor.
+
+    The factor is ``min(1, ||x|| / eps)`` with ``axis`` removed, so that
+    ``unit * factor == x / max(||x||, eps)``.
+    """
+    if not values_are_readable(xp, x):
+        return _rescaled_unit(xp, x, axis, eps)
+    with quiet_overflow():
+        sumsq = xp.vecdot(x, x, axis=axis)
+    fast_ok = _in_safe_range(xp, sumsq)
+    fast = _unit_from_sum(xp, x, xp.where(fast_ok, sumsq, _ones_like(xp, sumsq)), None, eps, axis)
+    return _repair_rows(xp, fast, fast_ok, lambda a: _rescaled_unit(xp, a, -1, eps), (x,), axis)
+
+
+def safe_norm(xp: ModuleType, x: Array, axis: int) -> Array:
+    """Euclidean norm of moderate-magnitude vectors, gradient 0 at zero."""
+    sumsq = xp.vecdot(x, x, axis=axis)
+    return xp.where(sumsq != 0, _safe_sqrt(xp, sumsq), xp.zeros_like(sumsq))
+
+
+def clip_straight_through(xp: ModuleType, x: Array, low: float, high: float) -> Array:
+    """Clip values to ``[low, high]`` but pass the gradient through unchanged."""
+    return x + stop_gradient(xp, xp.clip(x, low, high) - x)
+
+
+def safe_divide(xp: ModuleType, numerator: Array, denominator: Array) -> Array:
+    """``numerator / denominator``, and 0 (with gradient 0) where it is 0."""
+    nonzero = denominator != 0
+    safe = xp.where(nonzero, denominator, _ones_like(xp, denominator))
+    return xp.where(nonzero, numerator / safe, xp.zeros_like(numerator))

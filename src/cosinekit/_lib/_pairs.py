@@ -1,0 +1,102 @@
+"""Preparing the two inputs of a row-wise function: namespace, dtype, broadcasting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from array_api_compat import device as array_device
+
+from ._strategy import values_are_readable
+from ._validation import broadcast_shape, floating_dtypes, namespace_of, normalize_axis
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two inputs broadcast against each other, in the compute dtype."""
+
+    xp: ModuleType
+    x1: Array
+    x2: Array
+    axis: int  # negative index of the feature axis in the broadcast shape
+    result_dtype: Any
+
+    @property
+    def features(self) -> int:
+        """Size of the feature axis (0 means every vector is a zero vector)."""
+        return int(self.x1.shape[self.axis])
+
+    def finish(self, values: Array, *, keepdims: bool) -> Array:
+        """Cast a per-row result back to the result dtype, keeping the axis if asked."""
+        if keepdims:
+            values = self.xp.expand_dims(values, axis=self.axis)
+        values = self.xp.astype(values, self.result_dtype, copy=False)
+        # NumPy reductions return NumPy scalars; the contract promises arrays.
+        return values if isinstance(values, type(self.x1)) else self.xp.asarray(values)
+
+    def zeros(self) -> Array:
+        """Per-row zeros in the compute dtype (the result for empty feature axes)."""
+        shape = tuple(n for i, n in enumerate(self.x1.shape) if i != self.x1.ndim + self.axis)
+        return self.xp.zeros(shape, dtype=self.x1.dtype, device=array_device(self.x1))
+
+
+def prepare_pair(
+    x1: Array,
+    x2: Array,
+    *,
+    axis: object,
+    feature_weights: Array | None,
+    xp: ModuleType | None,
+    names: tuple[str, str] = ("x1", "x2"),
+) -> Pair:
+    """Validate, promote and broadcast ``x1`` and ``x2``.
+
+    With ``feature_weights`` the inputs become ``sqrt(w) * x``, so that every
+    formula downstream computes the weighted cosine
+    ``sum(w x1 x2) / sqrt(sum(w x1^2) sum(w x2^2))`` unchanged. Features of
+    weight 0 are excluded entirely, as a mask (``where``) excludes them.
+    """
+    arrays = (x1, x2) if feature_weights is None else (x1, x2, feature_weights)
+    xp = namespace_of(*arrays, names=(*names, "feature_weights")[: len(arrays)], xp=xp)
+    result_dtype, compute_dtype = floating_dtypes(xp, x1, x2)
+    shape = broadcast_shape(tuple(x1.shape), tuple(x2.shape), names=names)
+    axis = normalize_axis(axis, len(shape))
+    x1, x2 = xp.broadcast_arrays(
+        xp.astype(x1, compute_dtype, copy=False), xp.astype(x2, compute_dtype, copy=False)
+    )
+    if feature_weights is not None:
+        root = _root_weights(xp, feature_weights, tuple(x1.shape), axis, compute_dtype)
+        excluded = root == 0
+        zero = xp.zeros_like(root)
+        x1 = xp.where(excluded, zero, root * x1)
+        x2 = xp.where(excluded, zero, root * x2)
+    return Pair(xp, x1, x2, axis, result_dtype)
+
+
+def _root_weights(
+    xp: ModuleType, weights: Array, shape: tuple[int | None, ...], axis: int, dtype: Any
+) -> Array:
+    """``sqrt(w)``, with a 1-D ``w`` laid along ``axis``; negative ``w`` is an error."""
+    floating_dtypes(xp, weights)  # rejects complex and other dtypes
+    weights = xp.astype(weights, dtype, copy=False)
+    if weights.ndim == 1:
+        placed = [1] * len(shape)
+        placed[axis] = weights.shape[0]
+        weights = xp.reshape(weights, tuple(placed))
+    broadcast_shape(shape, tuple(weights.shape), names=("inputs", "feature_weights"))
+    if values_are_readable(xp, weights) and bool(xp.any(weights < 0)):
+        msg = "feature_weights must be non-negative"
+        raise ValueError(msg)
+    positive = weights > 0
+    # The double where keeps the gradient with respect to w finite at w == 0.
+    root = xp.where(
+        positive,
+        xp.sqrt(xp.where(positive, weights, xp.ones_like(weights))),
+        xp.zeros_like(weights),
+    )
+    # Negative weights that could not be checked (lazy arrays) and NaN weights
+    # make their features NaN, so the result is NaN rather than silently wrong.
+    return xp.where(weights >= 0, root, xp.full_like(weights, float("nan")))

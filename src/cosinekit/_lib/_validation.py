@@ -1,0 +1,144 @@
+"""Input validation shared by every public function.
+
+Everything here looks only at types, shapes and dtypes, never at values, so it
+is safe on lazy (Dask) and traced (JAX, ``torch.compile``) arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from array_api_compat import array_namespace, is_array_api_obj
+
+Array = Any
+Shape = tuple[int | None, ...]
+
+
+def _type_name(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) -> ModuleType:
+    """Return the array namespace shared by ``arrays``.
+
+    Raises ``TypeError`` for a non-array (list, scalar, ``None``) and for
+    arrays of different libraries, naming the offending types.
+    """
+    for name, x in zip(names, arrays, strict=True):
+        if not is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
+            msg = f"{name} must be an array of an array-API library, got {_type_name(x)}"
+            raise TypeError(msg)
+    if xp is not None:
+        return xp
+    try:
+        return array_namespace(*arrays)
+    except TypeError as exc:
+        kinds = sorted({_type_name(x) for x in arrays})
+        msg = (
+            f"all arrays must come from one array library, got {' and '.join(kinds)}; "
+            "convert them to one library first"
+        )
+        raise TypeError(msg) from exc
+
+
+def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
+    """Return ``(result_dtype, compute_dtype)`` for ``arrays``.
+
+    Real floating dtypes promote among themselves. Integer and boolean arrays
+    count as the namespace's default real floating dtype. Complex and other
+    dtypes are a ``TypeError``. Half-precision results (float16, bfloat16) are
+    computed in float32.
+    """
+    default_float = xp.__array_namespace_info__().default_dtypes()["real floating"]
+    candidates = []
+    for x in arrays:
+        if xp.isdtype(x.dtype, "real floating"):
+            candidates.append(x.dtype)
+        elif xp.isdtype(x.dtype, ("integral", "bool")):
+            candidates.append(default_float)
+        elif xp.isdtype(x.dtype, "complex floating"):
+            msg = f"complex inputs are not supported (got dtype {x.dtype})"
+            raise TypeError(msg)
+        else:
+            msg = f"unsupported dtype {x.dtype}: expected real floating, integer or boolean"
+            raise TypeError(msg)
+    result_dtype = xp.result_type(*candidates)
+    compute_dtype = xp.float32 if xp.finfo(result_dtype).bits < 32 else result_dtype
+    return result_dtype, compute_dtype
+
+
+def real_number(value: object) -> float | None:
+    """``value`` as a float if it is a real number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def normalize_axis(axis: object, ndim: int) -> int:
+    """Return ``axis`` as a negative index into an array of rank ``ndim``."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        msg = f"axis must be an integer, got {_type_name(axis)}"
+        raise TypeError(msg)
+    index = int(axis)
+    if not -ndim <= index < ndim:
+        msg = f"axis {index} is out of range for inputs with {ndim} dimension(s)"
+        raise ValueError(msg)
+    return index - ndim if index >= 0 else index
+
+
+def _known(n: int | float | None) -> bool:
+    return n is not None and not (isinstance(n, float) and math.isnan(n))
+
+
+def broadcast_shape(*shapes: Shape, names: Sequence[str]) -> Shape:
+    """Broadcast ``shapes`` by the array-API rules, or raise ``ValueError``.
+
+    Unknown sizes (``None`` or NaN, as lazy Dask arrays have) broadcast with
+    anything; the library checks those when it runs.
+    """
+    ndim = max(len(s) for s in shapes)
+    result: list[int | None] = []
+    for i in range(-ndim, 0):
+        sizes = [s[i] for s in shapes if len(s) >= -i]
+        known = {n for n in sizes if _known(n) and n != 1}
+        if len(known) > 1:
+            described = ", ".join(
+                f"{name} {tuple(s)}" for name, s in zip(names, shapes, strict=True)
+            )
+            msg = f"shapes do not broadcast: {described}"
+            raise ValueError(msg)
+        if known:
+            result.append(known.pop())
+        elif all(_known(n) for n in sizes):
+            result.append(1)
+        else:
+            result.append(None)
+    return tuple(result)
+
+
+def positive_eps(eps: object) -> float | None:
+    """Check ``eps``: ``None`` or a positive finite real number."""
+    if eps is None:
+        return None
+    value = real_number(eps)
+    if value is None:
+        msg = f"eps must be None or a positive real number, got {_type_name(eps)}"
+        raise TypeError(msg)
+    if not (math.isfinite(value) and value > 0):
+        msg = f"eps must be None or a positive finite number, got {eps!r}"
+        raise ValueError(msg)
+    return value
+
+
+def choice(value: object, valid: Sequence[str], name: str) -> str:
+    """Check that ``value`` is one of the strings in ``valid``."""
+    if not isinstance(value, str) or value not in valid:
+        listed = ", ".join(repr(v) for v in valid)
+        msg = f"{name} must be one of {listed}; got {value!r}"
+        raise ValueError(msg)
+    return value
