@@ -145,3 +145,42 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "src/cosinekit")
+
+
+@nox.session(python=BACKEND_PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx docs with warnings as errors."""
+    session.install("-e", ".", "-r", "docs/requirements.txt")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(python=BACKEND_PYTHON)
+def build(session: nox.Session) -> None:
+    """Build sdist and wheel, check them, and run the demo from the installed wheel."""
+    session.install("build", "twine")
+    dist = session.create_tmp()
+    session.run("python", "-m", "build", "--outdir", dist)
+    session.run("twine", "check", "--strict", f"{dist}/*")
+    wheels = [f for f in os.listdir(dist) if f.endswith(".whl")]
+    venv = os.path.join(dist, "venv")
+    session.run("python", "-m", "venv", venv)
+    python = os.path.join(venv, "bin", "python")
+    session.run(python, "-m", "pip", "install", "--quiet", os.path.join(dist, wheels[0]))
+    session.run(python, "-m", "cosinekit", external=True)
+
+
+@nox.session(python=BACKEND_PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks side by side with the peers; writes JSON and a PNG plot."""
+    session.install(
+        "-e",
+        ".",
+        *BACKEND_DEPS["torch"],
+        *BACKEND_DEPS["jax"],
+        "optax",
+        "scipy",
+        "scikit-learn",
+        "torchmetrics",
+        "matplotlib",
+    )
+    session.run("python", "benchmarks/run.py", *session.posargs)

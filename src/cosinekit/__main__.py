@@ -38,14 +38,6 @@ def _jax_maker(jax: Any, device: Any) -> Maker:
     return lambda v: jax.device_put(np.asarray(v, dtype=np.float32), device)
 
 
-def _torch_maker(torch: Any, device: str) -> Maker:
-    return lambda v: torch.tensor(v, dtype=torch.float32, device=device)
-
-
-def _jax_maker(jax: Any, device: Any) -> Maker:
-    return lambda v: jax.device_put(np.asarray(v, dtype=np.float32), device)
-
-
 def _torch_makers() -> Iterator[tuple[str, str, str, Maker]]:
     torch = importlib.import_module("torch")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
