@@ -165,7 +165,9 @@ def build(session: nox.Session) -> None:
     venv = os.path.join(dist, "venv")
     session.run("python", "-m", "venv", venv)
     python = os.path.join(venv, "bin", "python")
-    session.run(python, "-m", "pip", "install", "--quiet", os.path.join(dist, wheels[0]))
+    session.run(
+        python, "-m", "pip", "install", "--quiet", os.path.join(dist, wheels[0]), external=True
+    )
     session.run(python, "-m", "cosinekit", external=True)
 
 
