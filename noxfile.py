@@ -40,7 +40,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # The CPU wheel of torch on this machine's disk is built for CPython 3.11.
 BACKEND_PYTHON = "3.11"
 
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "scipy", "scikit-learn"]
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "scipy", "scikit-learn", "pyyaml"]
 
 
 def _spec(env: str, default: str) -> list[str]:
@@ -149,9 +149,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=BACKEND_PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the Sphinx docs with warnings as errors."""
-    session.install("-e", ".", "-r", "docs/requirements.txt")
+    """Build the Sphinx docs with warnings as errors, and run the pages' examples."""
+    session.install("-e", ".", "-r", "docs/requirements.txt", "pytest>=8")
+    # The pages show the same call on several backends; their examples run.
+    for backend in ("torch", "jax", "dask", "array_api_strict"):
+        session.install(*BACKEND_DEPS[backend])
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run(
+        "pytest",
+        "--doctest-glob=*.md",
+        "--ignore=docs/_build",
+        "-p",
+        "no:cacheprovider",
+        "docs",
+    )
 
 
 @nox.session(python=BACKEND_PYTHON)

@@ -1,0 +1,87 @@
+"""Sphinx configuration for the cosinekit documentation."""
+
+from __future__ import annotations
+
+from sphinx.application import Sphinx
+
+import cosinekit
+
+project = "cosinekit"
+author = "cosinekit developers"
+copyright = "cosinekit developers"
+release = cosinekit.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "numpydoc",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+]
+
+source_suffix = {".md": "markdown"}
+exclude_patterns = ["_build"]
+myst_enable_extensions = ["colon_fence"]
+myst_heading_anchors = 3
+
+html_theme = "furo"
+html_title = f"cosinekit {release}"
+
+# The numpydoc docstrings document every parameter; the signature alone is
+# enough in the summary tables.
+autosummary_generate = False
+autodoc_typehints = "none"
+numpydoc_show_class_members = False
+numpydoc_xref_param_type = False
+# Docstrings cite the peers' functions as ``literal`` text, not as links.
+default_role = "py:obj"
+
+# The API page is built from ``cosinekit.__all__`` at build time, so a public
+# function can never be missing from it. These groups only order the page;
+# a name in ``__all__`` that no group lists lands under "More".
+API_GROUPS: dict[str, list[str]] = {
+    "Vector normalization": ["l2_normalize"],
+    "Row-wise similarity and distances": [
+        "cosine_similarity",
+        "cosine_distance",
+        "angular_distance",
+    ],
+    "Losses": ["cosine_distance_loss", "cosine_embedding_loss"],
+    "Pairwise similarity and search": [
+        "pairwise_cosine_similarity",
+        "pairwise_cosine_distance",
+        "cosine_topk",
+    ],
+}
+
+
+def _public_functions() -> list[str]:
+    return [name for name in cosinekit.__all__ if not name.startswith("_")]
+
+
+def _api_reference() -> str:
+    public = _public_functions()
+    grouped = [name for names in API_GROUPS.values() for name in names]
+    groups = {title: [n for n in names if n in public] for title, names in API_GROUPS.items()}
+    groups["More"] = [name for name in public if name not in grouped]
+    lines = []
+    for title, names in groups.items():
+        if not names:
+            continue
+        lines += [f"## {title}", "", "```{eval-rst}", ".. autosummary::", "   :nosignatures:", ""]
+        lines += [f"   cosinekit.{name}" for name in names]
+        lines += ["```", ""]
+        for name in names:
+            lines += ["```{eval-rst}", f".. autofunction:: cosinekit.{name}", "```", ""]
+    return "\n".join(lines)
+
+
+def _fill_api_page(app: Sphinx, docname: str, source: list[str]) -> None:
+    if docname == "api":
+        source[0] = source[0].replace("<!-- api-reference -->", _api_reference())
+
+
+def setup(app: Sphinx) -> dict[str, bool]:
+    """Register the hook that writes the API reference from ``__all__``."""
+    app.connect("source-read", _fill_api_page)
+    return {"parallel_read_safe": True}
