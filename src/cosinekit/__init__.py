@@ -6,6 +6,8 @@ arrays; results keep the input's library, device and floating dtype.
 
 from ._losses import cosine_distance_loss, cosine_embedding_loss
 from ._normalize import l2_normalize
+from ._pairwise import pairwise_cosine_distance, pairwise_cosine_similarity
+from ._search import cosine_topk
 from ._similarity import angular_distance, cosine_distance, cosine_similarity
 
 __version__ = "0.1.0"
@@ -17,5 +19,8 @@ __all__ = [
     "cosine_distance_loss",
     "cosine_embedding_loss",
     "cosine_similarity",
+    "cosine_topk",
     "l2_normalize",
+    "pairwise_cosine_distance",
+    "pairwise_cosine_similarity",
 ]
