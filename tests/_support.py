@@ -96,8 +96,8 @@ def xp_device(xp: ModuleType) -> Any:
 def asarray(xp: ModuleType, value: Any, dtype: Any = None) -> Array:
     """``value`` (nested lists or a NumPy array) as an array of ``xp``.
 
-    Dask arrays are split into several chunks along the first axis so that
-    the code runs across chunk boundaries.
+    Dask arrays are split into several chunks along every axis so that the
+    code runs across chunk boundaries (feature axis included).
     """
     if array_api_compat.is_dask_namespace(xp):
         import dask.array as da
@@ -181,5 +181,5 @@ def tolerance(dtype: Any) -> float:
     float32 1e-5 (the acceptance bar; typical errors are ~1e-7), float16 and
     bfloat16 one rounding of the result (1e-3 and 8e-3).
     """
-    name = str(dtype).rsplit(".", 1)[-1]
+    name = getattr(dtype, "__name__", None) or str(dtype).rsplit(".", 1)[-1]
     return {"float64": 1e-13, "float32": 1e-5, "float16": 1e-3, "bfloat16": 8e-3}[name]

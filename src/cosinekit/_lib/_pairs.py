@@ -25,9 +25,13 @@ class Pair:
     result_dtype: Any
 
     @property
-    def features(self) -> int:
-        """Size of the feature axis (0 means every vector is a zero vector)."""
-        return int(self.x1.shape[self.axis])
+    def empty(self) -> bool:
+        """No data: an empty batch, or a feature axis of size 0 (zero vectors).
+
+        The result is then known from the shape alone (0 for similarity), and
+        some libraries (Dask) refuse a row maximum over no rows at all.
+        """
+        return 0 in tuple(self.x1.shape)
 
     def finish(self, values: Array, *, keepdims: bool) -> Array:
         """Cast a per-row result back to the result dtype, keeping the axis if asked."""

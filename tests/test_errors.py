@@ -1,0 +1,237 @@
+"""Every error the contract promises, with its exception type and message."""
+
+from __future__ import annotations
+
+import re
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cosinekit as ck
+from _support import Backend, asarray
+
+# Every function that takes two arrays; the embedding loss also takes a target.
+TWO_INPUT = [
+    "cosine_similarity",
+    "cosine_distance",
+    "angular_distance",
+    "cosine_distance_loss",
+    "cosine_embedding_loss",
+]
+ROW_WISE = ["cosine_similarity", "cosine_distance", "angular_distance"]
+SHAPE = (2, 3)
+
+
+def _call(name: str, x1: Any, x2: Any, target: Any, **kwargs: Any) -> Any:
+    """Call the function ``name`` on its arrays among ``x1``, ``x2`` and ``target``."""
+    if name == "l2_normalize":
+        return ck.l2_normalize(x1, **kwargs)
+    if name == "cosine_embedding_loss":
+        return ck.cosine_embedding_loss(x1, x2, target, **kwargs)
+    return getattr(ck, name)(x1, x2, **kwargs)
+
+
+def _target(xp: ModuleType) -> Any:
+    """A valid target for inputs of shape `SHAPE`."""
+    return asarray(xp, np.ones(SHAPE[0]))
+
+
+def _both(*words: str) -> str:
+    """A pattern that matches text containing every one of ``words``."""
+    return "(?s)" + "".join(f"(?=.*{re.escape(word)})" for word in words)
+
+
+def _inputs(xp: ModuleType, shape: tuple[int, ...] = SHAPE) -> Any:
+    return asarray(xp, np.arange(1.0, 1.0 + np.prod(shape)).reshape(shape))
+
+
+# -- arrays of the wrong kind -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TWO_INPUT)
+def test_numpy_mixed_with_torch_names_both(name: str) -> None:
+    torch = pytest.importorskip("torch", reason="the mix needs a second library")
+    a = np.ones(SHAPE)
+    t = torch.ones(SHAPE, dtype=torch.float64)
+    pattern = _both("numpy.ndarray", "torch.Tensor")
+    with pytest.raises(TypeError, match=pattern):
+        _call(name, a, t, np.ones(SHAPE[0]))
+    with pytest.raises(TypeError, match=pattern):
+        _call(name, t, a, np.ones(SHAPE[0]))
+
+
+def test_numpy_mixed_with_torch_in_side_arguments() -> None:
+    torch = pytest.importorskip("torch", reason="the mix needs a second library")
+    a = np.ones(SHAPE)
+    pattern = _both("numpy.ndarray", "torch.Tensor")
+    with pytest.raises(TypeError, match=pattern):
+        ck.cosine_embedding_loss(a, a, torch.ones(SHAPE[0]))
+    with pytest.raises(TypeError, match=pattern):
+        ck.cosine_distance_loss(a, a, weights=torch.ones(SHAPE[0]))
+    for name in ROW_WISE:
+        with pytest.raises(TypeError, match=pattern):
+            getattr(ck, name)(a, a, feature_weights=torch.ones(SHAPE[1]))
+
+
+@pytest.mark.parametrize("name", TWO_INPUT)
+def test_backend_mixed_with_numpy_names_both(xp: ModuleType, library: Backend, name: str) -> None:
+    if library is Backend.NUMPY:
+        pytest.skip("NumPy with NumPy is one library; see test_numpy_mixed_with_torch_names_both")
+    x = _inputs(xp)
+    a = np.ones(SHAPE)
+    pattern = _both(type(x).__name__, "numpy.ndarray")
+    with pytest.raises(TypeError, match=pattern):
+        _call(name, x, a, _target(xp))
+    with pytest.raises(TypeError, match=pattern):
+        _call(name, a, x, _target(xp))
+
+
+NOT_ARRAYS = {"list": [1.0, 2.0, 3.0], "float": 1.0, "int": 3, "NoneType": None}
+
+
+@pytest.mark.parametrize("kind", NOT_ARRAYS)
+@pytest.mark.parametrize("name", TWO_INPUT)
+def test_non_array_is_type_error(xp: ModuleType, name: str, kind: str) -> None:
+    x, bad = _inputs(xp), NOT_ARRAYS[kind]
+    pattern = _both("must be an array", kind)
+    with pytest.raises(TypeError, match=pattern):
+        _call(name, x, bad, _target(xp))
+    with pytest.raises(TypeError, match=pattern):
+        _call(name, bad, x, _target(xp))
+
+
+@pytest.mark.parametrize("kind", NOT_ARRAYS)
+def test_non_array_is_type_error_single_input(xp: ModuleType, kind: str) -> None:
+    x, bad = _inputs(xp), NOT_ARRAYS[kind]
+    pattern = _both("must be an array", kind)
+    with pytest.raises(TypeError, match=pattern):
+        ck.l2_normalize(bad)
+    with pytest.raises(TypeError, match=pattern):
+        ck.cosine_embedding_loss(x, x, bad)
+
+
+def _complex(xp: ModuleType) -> Any:
+    return asarray(xp, np.ones(SHAPE, dtype=np.complex128))
+
+
+@pytest.mark.parametrize("name", TWO_INPUT)
+def test_complex_input_is_type_error(xp: ModuleType, name: str) -> None:
+    x, z = _inputs(xp), _complex(xp)
+    with pytest.raises(TypeError, match="complex"):
+        _call(name, x, z, _target(xp))
+    with pytest.raises(TypeError, match="complex"):
+        _call(name, z, x, _target(xp))
+
+
+def test_complex_in_other_arguments_is_type_error(xp: ModuleType) -> None:
+    x, z = _inputs(xp), _complex(xp)
+    with pytest.raises(TypeError, match="complex"):
+        ck.l2_normalize(z)
+    with pytest.raises(TypeError, match="complex"):
+        ck.cosine_embedding_loss(x, x, z[:, 0])
+    with pytest.raises(TypeError, match="complex"):
+        ck.cosine_distance_loss(x, x, weights=z[:, 0])
+    with pytest.raises(TypeError, match="complex"):
+        ck.cosine_similarity(x, x, feature_weights=z[0, :])
+
+
+# -- axis ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("axis", [2, -3, 10])
+@pytest.mark.parametrize("name", [*TWO_INPUT, "l2_normalize"])
+def test_axis_out_of_range(xp: ModuleType, name: str, axis: int) -> None:
+    x = _inputs(xp)
+    # The contract allows the namespace's own IndexError as well.
+    with pytest.raises((ValueError, IndexError), match="axis"):
+        _call(name, x, x, _target(xp), axis=axis)
+
+
+@pytest.mark.parametrize("axis", [1.0, "1", None, (0, 1)])
+@pytest.mark.parametrize("name", [*TWO_INPUT, "l2_normalize"])
+def test_axis_not_an_integer(xp: ModuleType, name: str, axis: Any) -> None:
+    x = _inputs(xp)
+    with pytest.raises(TypeError, match="axis"):
+        _call(name, x, x, _target(xp), axis=axis)
+
+
+# -- shapes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TWO_INPUT)
+def test_shapes_that_do_not_broadcast(xp: ModuleType, name: str) -> None:
+    a, b = _inputs(xp, (2, 3)), _inputs(xp, (4, 3))
+    with pytest.raises(ValueError, match=_both("(2, 3)", "(4, 3)")):
+        _call(name, a, b, _target(xp))
+    c = _inputs(xp, (2, 5))
+    with pytest.raises(ValueError, match=_both("(2, 3)", "(2, 5)")):
+        _call(name, a, c, _target(xp))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3,), (2, 3), (4, 2), (2, 2, 1)],
+    ids=["wrong-length", "feature-axis-kept-full", "broadcasts-to-larger", "too-many-dims"],
+)
+def test_weights_that_do_not_broadcast_to_the_loss(xp: ModuleType, shape: tuple[int, ...]) -> None:
+    # The per-example loss of (2, 3) inputs along axis -1 has shape (2,).
+    x = _inputs(xp)
+    weights = asarray(xp, np.ones(shape))
+    with pytest.raises(ValueError, match="weights"):
+        ck.cosine_distance_loss(x, x, weights=weights)
+
+
+@pytest.mark.parametrize("shape", [(3,), (4, 2), (2, 3)])
+def test_target_that_does_not_broadcast(xp: ModuleType, shape: tuple[int, ...]) -> None:
+    x = _inputs(xp)
+    target = asarray(xp, np.ones(shape))
+    with pytest.raises(ValueError, match="target"):
+        ck.cosine_embedding_loss(x, x, target)
+
+
+# -- options ------------------------------------------------------------------
+
+
+DISTANCE_REDUCTIONS = ["none", "sum", "mean", "sum_over_batch_size", "sum_by_nonzero_weights"]
+EMBEDDING_REDUCTIONS = ["none", "sum", "mean"]
+
+
+@pytest.mark.parametrize("reduction", ["average", "Mean", "", None, "sum_by_nonzero"])
+def test_unknown_reduction_lists_the_valid_ones(xp: ModuleType, reduction: Any) -> None:
+    x = _inputs(xp)
+    quoted = [f"'{name}'" for name in DISTANCE_REDUCTIONS]
+    with pytest.raises(ValueError, match=_both("reduction", *quoted)):
+        ck.cosine_distance_loss(x, x, reduction=reduction)
+    quoted = [f"'{name}'" for name in EMBEDDING_REDUCTIONS]
+    with pytest.raises(ValueError, match=_both("reduction", *quoted)):
+        ck.cosine_embedding_loss(x, x, _target(xp), reduction=reduction)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-8, float("nan"), -float("inf")])
+@pytest.mark.parametrize("name", [*TWO_INPUT, "l2_normalize"])
+def test_eps_must_be_positive(xp: ModuleType, name: str, eps: float) -> None:
+    x = _inputs(xp)
+    with pytest.raises(ValueError, match="eps"):
+        _call(name, x, x, _target(xp), eps=eps)
+
+
+EAGER = {Backend.NUMPY, Backend.TORCH, Backend.ARRAY_API_STRICT, Backend.CUPY}
+
+
+@pytest.mark.parametrize("name", ROW_WISE)
+def test_negative_feature_weights(xp: ModuleType, library: Backend, name: str) -> None:
+    if library not in EAGER:
+        pytest.skip(f"{library.value} arrays may be lazy or traced: their weights are not read")
+    x = _inputs(xp)
+    weights = asarray(xp, np.array([1.0, -0.5, 2.0]))
+    with pytest.raises(ValueError, match="non-negative"):
+        getattr(ck, name)(x, x, feature_weights=weights)
+
+
+@pytest.mark.parametrize("margin", ["0.5", None, [0.5], 1j, object()])
+def test_margin_must_be_a_real_number(xp: ModuleType, margin: Any) -> None:
+    x = _inputs(xp)
+    with pytest.raises(TypeError, match="margin"):
+        ck.cosine_embedding_loss(x, x, _target(xp), margin=margin)
