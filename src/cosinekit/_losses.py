@@ -10,6 +10,7 @@ from array_api_compat import device as array_device
 
 from ._lib._kernels import safe_divide
 from ._lib._pairs import Pair, prepare_pair
+from ._lib._strategy import row_dot
 from ._lib._validation import (
     broadcast_shape,
     choice,
@@ -155,7 +156,7 @@ def cosine_distance_loss(
     eps = positive_eps(eps)
     weights = _per_example_weights(pair, weights, pair.x1.ndim, "weights")
     if assume_normalized:
-        loss = 1 - pair.xp.vecdot(pair.x1, pair.x2, axis=pair.axis)
+        loss = 1 - row_dot(pair.xp, pair.x1, pair.x2, pair.axis)
     else:
         loss = 1 - _clipped_similarity(pair, eps)
     return pair.finish(_reduce(pair.xp, loss, weights, reduction), keepdims=False)

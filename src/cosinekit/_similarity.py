@@ -8,6 +8,7 @@ from typing import Any
 
 from ._lib._kernels import clip_straight_through, cosine_rows, safe_norm, unit_rows
 from ._lib._pairs import Pair, prepare_pair
+from ._lib._strategy import row_dot
 from ._lib._validation import positive_eps
 
 Array = Any
@@ -201,17 +202,13 @@ def angular_distance(
     unit2, *factor2 = unit_rows(xp, pair.x2, axis, eps)
     half_angle = xp.atan2(safe_norm(xp, unit1 - unit2, axis), safe_norm(xp, unit1 + unit2, axis))
     # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5.
-    either_nonzero = (xp.vecdot(unit1, unit1, axis=axis) > 0) | (
-        xp.vecdot(unit2, unit2, axis=axis) > 0
-    )
+    either_nonzero = (row_dot(xp, unit1, unit1, axis) > 0) | (row_dot(xp, unit2, unit2, axis) > 0)
     angle = xp.where(either_nonzero, half_angle * (2 / math.pi), xp.full_like(half_angle, 0.5))
     if eps is not None:
         # Where eps clamps a norm, use the angle of the clamped cosine; it is
         # strictly inside (-1, 1) there, where arccos is accurate.
         shrink = factor1[0] * factor2[0]
         clamped = shrink < 1
-        cosine = xp.where(
-            clamped, xp.vecdot(unit1, unit2, axis=axis) * shrink, xp.zeros_like(shrink)
-        )
+        cosine = xp.where(clamped, row_dot(xp, unit1, unit2, axis) * shrink, xp.zeros_like(shrink))
         angle = xp.where(clamped, xp.acos(xp.clip(cosine, -1.0, 1.0)) / math.pi, angle)
     return pair.finish(clip_straight_through(xp, angle, 0.0, 1.0), keepdims=keepdims)

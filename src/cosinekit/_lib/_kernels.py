@@ -243,7 +243,7 @@ def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[A
 
 def safe_norm(xp: ModuleType, x: Array, axis: int) -> Array:
     """Euclidean norm of moderate-magnitude vectors, gradient 0 at zero."""
-    sumsq = xp.vecdot(x, x, axis=axis)
+    sumsq = row_dot(xp, x, x, axis)
     return xp.where(sumsq != 0, _safe_sqrt(xp, sumsq), xp.zeros_like(sumsq))
 
 

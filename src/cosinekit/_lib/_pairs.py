@@ -75,8 +75,9 @@ def prepare_pair(
         root = _root_weights(xp, feature_weights, tuple(x1.shape), axis, compute_dtype)
         excluded = root == 0
         zero = xp.zeros_like(root)
-        x1 = xp.where(excluded, zero, root * x1)
-        x2 = xp.where(excluded, zero, root * x2)
+        # Zero the excluded features before multiplying: 0 * inf would be NaN.
+        x1 = root * xp.where(excluded, zero, x1)
+        x2 = root * xp.where(excluded, zero, x2)
     return Pair(xp, x1, x2, axis, result_dtype)
 
 

@@ -1,0 +1,40 @@
+"""Smoke test of the benchmarks: ``benchmarks/run.py --quick`` runs end to end.
+
+The quick run takes about 12 s on two cores; the budget leaves room for a
+loaded machine. It exercises every case on every backend that imports, and
+checks the JSON it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+
+def test_quick_benchmark_writes_ratios(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the benchmarks plot with matplotlib")
+    pytest.importorskip("sklearn", reason="the benchmarks compare with scikit-learn")
+    completed = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| row-wise similarity | numpy |" in completed.stdout
+    payload = json.loads((tmp_path / "benchmarks.json").read_text())
+    numpy_rows = [r for r in payload["results"] if r["backend"] == "numpy"]
+    assert {r["case"] for r in numpy_rows} >= {"row-wise similarity"}
+    for row in payload["results"]:
+        seconds = row["seconds"]
+        assert seconds["cosinekit"] > 0
+        assert seconds["limit"] > 0
+        assert row["ratios"]["x limit"] == pytest.approx(seconds["cosinekit"] / seconds["limit"])
+    assert (tmp_path / "benchmarks.png").stat().st_size > 0

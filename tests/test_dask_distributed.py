@@ -1,0 +1,66 @@
+"""The same code on a real two-process Dask cluster, against NumPy references."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.metrics.pairwise import cosine_similarity
+
+import cosinekit as ck
+from _support import Backend
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    distributed = pytest.importorskip("dask.distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as connected,
+    ):
+        yield connected
+
+
+@pytest.mark.slow
+def test_pairwise_and_topk_on_a_cluster(xp: ModuleType, library: Backend, request: Any) -> None:
+    if library is not Backend.DASK:
+        pytest.skip("the cluster runs Dask arrays only")
+    import dask.array as da
+
+    client = request.getfixturevalue("client")
+    rng = np.random.default_rng(11)
+    queries = rng.standard_normal((60, 8))
+    keys = rng.standard_normal((500, 8))
+    keys[::7] = keys[3]  # exact duplicates: the tie rule must hold across workers
+    queries[5] = 0.0
+    lazy_queries = da.from_array(queries, chunks=(16, 8))
+    lazy_keys = da.from_array(keys, chunks=(90, 8))
+
+    similarity = ck.pairwise_cosine_similarity(lazy_queries, lazy_keys)
+    values, indices = ck.cosine_topk(lazy_queries, lazy_keys, 10, chunk_size=64)
+    similarity, values, indices = client.compute([similarity, values, indices], sync=True)
+
+    expected = cosine_similarity(queries, keys)
+    np.testing.assert_allclose(similarity, expected, rtol=0, atol=1e-15)
+    order = np.lexsort((np.broadcast_to(np.arange(500), expected.shape), -expected), axis=-1)
+    np.testing.assert_allclose(
+        values, np.take_along_axis(expected, order[:, :10], axis=1), rtol=0, atol=1e-15
+    )
+    # Each chosen key has the reported similarity, no key twice, and where
+    # similarities tie (copies of key 3) the smaller index comes first.
+    chosen = np.take_along_axis(expected, indices, axis=1)
+    np.testing.assert_allclose(chosen, values, rtol=0, atol=1e-15)
+    assert all(len(set(row)) == 10 for row in indices.tolist())
+    tied = values[:, 1:] == values[:, :-1]
+    assert tied.any()
+    assert np.all(indices[:, 1:][tied] > indices[:, :-1][tied])
+    np.testing.assert_array_equal(indices[5], np.arange(10))
