@@ -457,11 +457,19 @@ def topk_cases(backend: Backend, sizes: Sizes) -> list[Case]:
     ]
 
 
-def all_cases(backends: list[Backend], sizes: Sizes) -> list[Case]:
+CASE_BUILDERS: dict[str, Callable[[Backend, Sizes], list[Case]]] = {
+    "rowwise": rowwise_cases,
+    "loss": loss_cases,
+    "pairwise": pairwise_cases,
+    "topk": topk_cases,
+}
+
+
+def all_cases(backends: list[Backend], sizes: Sizes, kinds: list[str]) -> list[Case]:
     cases: list[Case] = []
-    for builder in (rowwise_cases, loss_cases, pairwise_cases, topk_cases):
+    for kind in kinds:
         for backend in backends:
-            cases.extend(builder(backend, sizes))
+            cases.extend(CASE_BUILDERS[kind](backend, sizes))
     return cases
 
 
@@ -588,7 +596,16 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated subset of numpy,torch,jax-jit,... (default: all present)",
     )
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASE_BUILDERS),
+        help=f"comma-separated subset of {','.join(CASE_BUILDERS)} (default: all)",
+    )
     args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.cases.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(CASE_BUILDERS))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {sorted(CASE_BUILDERS)}")
     sizes = QUICK if args.quick else FULL
     backends = available_backends()
     if args.backends:
@@ -598,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backends: {', '.join(b.name for b in backends)}", file=sys.stderr)
     if not skipped:
         print("no GPU backend present (CuPy, torch CUDA, JAX GPU): skipped", file=sys.stderr)
-    results = measure(all_cases(backends, sizes), sizes)
+    results = measure(all_cases(backends, sizes, kinds), sizes)
     print(table(results))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json(results, args.output_dir / "benchmarks.json", args.quick)

@@ -62,8 +62,6 @@ def l2_normalize(
     axis = normalize_axis(axis, x.ndim)
     eps = positive_eps(eps)
     x = xp.astype(x, compute_dtype, copy=False)
-    if 0 in tuple(x.shape):  # nothing to normalize (and Dask has no max over no rows)
-        return xp.astype(x, result_dtype)
     unit, *factor = unit_rows(xp, x, axis, eps)
     if factor:
         unit = unit * xp.expand_dims(factor[0], axis=axis)

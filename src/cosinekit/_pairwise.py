@@ -8,6 +8,7 @@ from typing import Any
 from array_api_compat import device as array_device
 
 from ._lib._kernels import clip_straight_through, unit_rows
+from ._lib._strategy import row_dot
 from ._lib._validation import broadcast_shape, floating_dtypes, namespace_of, positive_eps
 
 Array = Any
@@ -27,12 +28,8 @@ def _unit(xp: ModuleType, x: Array, eps: float | None) -> tuple[Array, Array]:
     The second array is about 1 for a nonzero row, 0 for a zero row and NaN
     for a row holding NaN or inf; it decides the diagonal of ``y=None``.
     """
-    if 0 in x.shape:
-        # Nothing to normalize; and Dask fails to take the row maxima of an
-        # empty array, which the rescaled kernel needs.
-        return x, xp.zeros(x.shape[:-1], dtype=x.dtype, device=array_device(x))
     unit, *factor = unit_rows(xp, x, -1, eps)
-    self_dot = xp.vecdot(unit, unit, axis=-1)
+    self_dot = row_dot(xp, unit, unit, -1)
     if factor:
         unit = unit * xp.expand_dims(factor[0], axis=-1)
     return unit, self_dot

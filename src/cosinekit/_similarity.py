@@ -17,8 +17,6 @@ __all__ = ["angular_distance", "cosine_distance", "cosine_similarity"]
 
 
 def _clipped_similarity(pair: Pair, eps: float | None) -> Array:
-    if pair.empty:
-        return pair.zeros()
     cosine = cosine_rows(pair.xp, pair.x1, pair.x2, pair.axis, eps)
     return clip_straight_through(pair.xp, cosine, -1.0, 1.0)
 
@@ -195,8 +193,6 @@ def angular_distance(
     """
     pair = prepare_pair(x1, x2, axis=axis, feature_weights=feature_weights, xp=xp)
     eps = positive_eps(eps)
-    if pair.empty:
-        return pair.finish(pair.zeros() + 0.5, keepdims=keepdims)
     xp, axis = pair.xp, pair.axis
     unit1, *factor1 = unit_rows(xp, pair.x1, axis, eps)
     unit2, *factor2 = unit_rows(xp, pair.x2, axis, eps)

@@ -16,8 +16,12 @@ Design (see the "Numerics" docs page):
 * Where values are readable (see ``_strategy``), the fast path runs on
   everything and only the rows outside the safe range (zero vectors, extreme
   magnitudes, NaN, inf) are gathered and recomputed by the rescaled path.
-  Elsewhere (Dask, JAX, compiled and transformed torch) the rescaled path runs
-  on everything, branch-free.
+* Under JAX the fast path runs in its "flagged" form, which turns every row
+  outside the safe range into NaN with arithmetic alone (a select there
+  breaks XLA's fusion of the norms into the dot and costs a second pass).
+  One ``lax.cond`` on "any NaN" then picks the rescaled path for the whole
+  batch, rarely. Elsewhere (Dask, compiled and transformed torch) the
+  rescaled path runs on everything, branch-free.
 * **Zero vectors** use the "double where" so that forward values are 0 and
   gradients are the subgradient 0, never NaN or ``1/eps``.
 """
@@ -29,7 +33,15 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from ._strategy import quiet_overflow, row_dot, row_norm, stop_gradient, values_are_readable
+from ._strategy import (
+    quiet_overflow,
+    row_dot,
+    row_dot_and_norms,
+    row_norm,
+    stop_gradient,
+    traced_branch,
+    values_are_readable,
+)
 
 Array = Any
 
@@ -54,6 +66,47 @@ def _norm_range(xp: ModuleType, dtype: Any) -> tuple[float, float]:
 def _in_safe_range(xp: ModuleType, norm: Array) -> Array:
     low, high = _norm_range(xp, norm.dtype)
     return (norm >= low) & (norm <= high)
+
+
+def _range_flag(xp: ModuleType, sum_of_squares: Array) -> Array:
+    """0 where ``s`` is in the safe range, NaN for smaller, infinite or NaN ``s``.
+
+    ``0 * sqrt(s - LOW)`` needs no select; used only on libraries that do
+    not warn about the NaN (JAX).
+    """
+    low = _norm_range(xp, sum_of_squares.dtype)[0] ** 2
+    return 0 * xp.sqrt(sum_of_squares - low)
+
+
+def _clamped_norm(xp: ModuleType, sum_of_squares: Array) -> Array:
+    """``sqrt(max(s, LOW))``: finite, with finite gradients, for every row.
+
+    Exact in the safe range; elsewhere a placeholder that the range flag
+    marks for the rescaled path.
+    """
+    low = _norm_range(xp, sum_of_squares.dtype)[0] ** 2
+    return xp.sqrt(xp.maximum(sum_of_squares, xp.full_like(sum_of_squares, low)))
+
+
+def _flagged_cosine(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
+    """The fast-path cosine, normalize-first, NaN on every row that needs rescaling.
+
+    The flag is added outside the gradient: the fast values themselves stay
+    finite, so that when the rescaled path is chosen no NaN reaches the
+    gradient through them. XLA fuses the clamped norms into the dot only
+    while nothing else reads them inside the loop: a select there, or a
+    second use of the norms, costs another pass over the data.
+    """
+    sumsq1 = row_dot(xp, x1, x1, axis)
+    sumsq2 = row_dot(xp, x2, x2, axis)
+    norm1 = _clamped_norm(xp, sumsq1)
+    norm2 = _clamped_norm(xp, sumsq2)
+    cosine = row_dot(
+        xp, x1 / xp.expand_dims(norm1, axis=axis), x2 / xp.expand_dims(norm2, axis=axis), axis
+    )
+    if eps is not None:
+        cosine = cosine * _eps_factor(xp, norm1, None, eps) * _eps_factor(xp, norm2, None, eps)
+    return cosine + stop_gradient(xp, _range_flag(xp, sumsq1) + _range_flag(xp, sumsq2))
 
 
 def _ones_like(xp: ModuleType, x: Array) -> Array:
@@ -136,14 +189,13 @@ def _repair_rows(
     """Replace each of ``fast`` where ``fast_ok`` is False by ``rescaled`` of those rows.
 
     ``fast_ok`` has the batch shape (``axis`` removed); each output has either
-    that shape or the full shape of ``arrays``. Only the rows that need it are
-    gathered (``nonzero`` and ``take``) and recomputed, so the common case
-    pays one ``all`` and the rare case pays in proportion to its bad rows. The
-    results are spread back without a scatter: the position of a bad row in
-    the compact result is the running count of bad rows, a ``cumulative_sum``.
+    that shape or the full shape of ``arrays``. Callers call it only when
+    some row is bad. Only the rows that need it are gathered (``nonzero`` and
+    ``take``) and recomputed, so the cost is in proportion to the bad rows.
+    The results are spread back without a scatter: the position of a bad row
+    in the compact result is the running count of bad rows, a
+    ``cumulative_sum``.
     """
-    if bool(xp.all(fast_ok)):
-        return fast
     moved = [xp.moveaxis(a, axis, -1) for a in arrays]
     rows = [xp.reshape(m, (-1, m.shape[-1])) for m in moved]
     bad = xp.reshape(xp.logical_not(fast_ok), (-1,))
@@ -162,30 +214,44 @@ def _repair_rows(
 
 
 def _no_rows(x: Array) -> bool:
-    """Whether ``x`` is known to hold no vectors at all (a batch axis of size 0)."""
+    """Whether ``x`` has no data: no vectors, or vectors of no features.
+
+    The result then follows from the shape alone (the sums are 0, so every
+    vector is a zero vector), and Dask refuses a maximum over no rows.
+    """
     return any(n == 0 for n in x.shape)
 
 
 def cosine_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
     """Unclipped cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``."""
     if _no_rows(x1):
-        # Nothing to scale, and Dask's max over an empty batch raises.
         return row_dot(xp, x1, x2, axis)
     if not values_are_readable(xp, x1):
-        return _rescaled_cosine(xp, x1, x2, axis, eps)
+        branch = traced_branch(xp)
+        if branch is None:
+            return _rescaled_cosine(xp, x1, x2, axis, eps)
+        flagged = _flagged_cosine(xp, x1, x2, axis, eps)
+        return branch(
+            xp.any(xp.isnan(flagged)),
+            lambda: _rescaled_cosine(xp, x1, x2, axis, eps),
+            lambda: flagged,
+        )
     with quiet_overflow():
-        dot = row_dot(xp, x1, x2, axis)
-        norm1 = row_norm(xp, x1, axis)
-        norm2 = row_norm(xp, x2, axis)
+        dot, norm1, norm2 = row_dot_and_norms(xp, x1, x2, axis)
     fast_ok = _in_safe_range(xp, norm1) & _in_safe_range(xp, norm2)
-    ones = _ones_like(xp, dot)
-    # Rows outside the safe range are replaced below; keep their fast values
-    # finite so that no NaN leaks into the gradient through ``where``.
-    safe1 = xp.where(fast_ok, norm1, ones)
-    safe2 = xp.where(fast_ok, norm2, ones)
-    fast = xp.where(fast_ok, dot, xp.zeros_like(dot)) / (safe1 * safe2)
+    all_ok = bool(xp.all(fast_ok))
+    if not all_ok:
+        # Rows outside the safe range are replaced below; keep their fast
+        # values finite so that no NaN leaks into the gradient through where.
+        ones = _ones_like(xp, dot)
+        dot = xp.where(fast_ok, dot, xp.zeros_like(dot))
+        norm1 = xp.where(fast_ok, norm1, ones)
+        norm2 = xp.where(fast_ok, norm2, ones)
+    fast = dot / (norm1 * norm2)
     if eps is not None:
-        fast = fast * _eps_factor(xp, safe1, None, eps) * _eps_factor(xp, safe2, None, eps)
+        fast = fast * _eps_factor(xp, norm1, None, eps) * _eps_factor(xp, norm2, None, eps)
+    if all_ok:
+        return fast
     (cosine,) = _repair_rows(
         xp,
         (fast,),
@@ -231,13 +297,28 @@ def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[A
     if _no_rows(x):
         return (x,) if eps is None else (x, row_dot(xp, x, x, axis))
     if not values_are_readable(xp, x):
-        return _rescaled_unit(xp, x, axis, eps)
+        branch = traced_branch(xp)
+        if branch is None:
+            return _rescaled_unit(xp, x, axis, eps)
+        sumsq = row_dot(xp, x, x, axis)
+        norm = _clamped_norm(xp, sumsq)
+        unit = x / xp.expand_dims(norm, axis=axis)
+        fast = (unit,) if eps is None else (unit, _eps_factor(xp, norm, None, eps))
+        return branch(  # type: ignore[no-any-return]
+            xp.any(xp.isnan(_range_flag(xp, sumsq))),
+            lambda: _rescaled_unit(xp, x, axis, eps),
+            lambda: fast,
+        )
     with quiet_overflow():
         norm = row_norm(xp, x, axis)
     fast_ok = _in_safe_range(xp, norm)
-    safe = xp.where(fast_ok, norm, _ones_like(xp, norm))
-    unit = x / xp.expand_dims(safe, axis=axis)
-    fast = (unit,) if eps is None else (unit, _eps_factor(xp, safe, None, eps))
+    all_ok = bool(xp.all(fast_ok))
+    if not all_ok:
+        norm = xp.where(fast_ok, norm, _ones_like(xp, norm))
+    unit = x / xp.expand_dims(norm, axis=axis)
+    fast = (unit,) if eps is None else (unit, _eps_factor(xp, norm, None, eps))
+    if all_ok:
+        return fast
     return _repair_rows(xp, fast, fast_ok, lambda a: _rescaled_unit(xp, a, -1, eps), (x,), axis)
 
 

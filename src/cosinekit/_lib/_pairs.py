@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from array_api_compat import device as array_device
-
 from ._strategy import values_are_readable
 from ._validation import broadcast_shape, floating_dtypes, namespace_of, normalize_axis
 
@@ -24,15 +22,6 @@ class Pair:
     axis: int  # negative index of the feature axis in the broadcast shape
     result_dtype: Any
 
-    @property
-    def empty(self) -> bool:
-        """No data: an empty batch, or a feature axis of size 0 (zero vectors).
-
-        The result is then known from the shape alone (0 for similarity), and
-        some libraries (Dask) refuse a row maximum over no rows at all.
-        """
-        return 0 in tuple(self.x1.shape)
-
     def finish(self, values: Array, *, keepdims: bool) -> Array:
         """Cast a per-row result back to the result dtype, keeping the axis if asked."""
         if keepdims:
@@ -40,11 +29,6 @@ class Pair:
         values = self.xp.astype(values, self.result_dtype, copy=False)
         # NumPy reductions return NumPy scalars; the contract promises arrays.
         return values if isinstance(values, type(self.x1)) else self.xp.asarray(values)
-
-    def zeros(self) -> Array:
-        """Per-row zeros in the compute dtype (the result for empty feature axes)."""
-        shape = tuple(n for i, n in enumerate(self.x1.shape) if i != self.x1.ndim + self.axis)
-        return self.xp.zeros(shape, dtype=self.x1.dtype, device=array_device(self.x1))
 
 
 def prepare_pair(

@@ -1,17 +1,26 @@
 """The one strategy point: everything that depends on which array library runs.
 
 The rest of cosinekit is written against the array API standard only. The
-standard lacks two things that exact and fast cosine needs, so they live here,
+standard lacks what exact and fast cosine needs below, so it lives here,
 each covered by the same tests on every backend:
 
 ``values_are_readable``
     Whether the code may look at array values (``bool(xp.all(...))``) and pick
     data-dependent shapes (``nonzero``). Where it may (NumPy, CuPy, eager
-    PyTorch, array-api-strict with data-dependent shapes allowed) cosinekit
-    takes a fast one-pass path and repairs only the rows that need rescaling.
-    Where it may not (Dask, JAX, which may be traced at any time,
-    ``torch.compile``, ``torch.func`` transforms) it takes the branch-free
-    rescaled path, which is equally exact and never forces a computation.
+    PyTorch, JAX outside a trace, array-api-strict with data-dependent
+    shapes allowed) cosinekit takes a fast one-pass path and repairs only the
+    rows that need rescaling. Where it may not (Dask, JAX tracers under
+    ``jit``, ``grad`` or ``vmap``, ``torch.compile``, ``torch.func``
+    transforms) it takes the traced path (see ``traced_branch``), which is
+    equally exact and never forces a computation.
+
+``traced_branch``
+    A conditional that runs inside a trace. Under ``jax.jit`` the fast path
+    runs first and ``lax.cond`` switches to the rescaled path only when some
+    row needs it (NaN in the fast result flags those rows), so the common
+    case is one fused pass. Everything else that cannot read values (Dask,
+    compiled or transformed torch) has none and always takes the rescaled
+    path, which is exact everywhere.
 
 ``stop_gradient``
     Straight-through clipping and constant scale factors need it; the standard
@@ -32,6 +41,11 @@ each covered by the same tests on every backend:
     of the time of a ``vecdot`` of it with itself. Everything else uses
     ``vecdot``. The results differ only by summation order.
 
+``row_dot_and_norms``
+    The three row sums of the fast path. NumPy runs them block by block
+    (1024 rows, about 1 MB of each input): the second and third reads then
+    come from cache, 1.7x the time of one ``vecdot`` instead of 2.3x.
+
 ``top_k_positions``
     The standard has no top-k selection, and sorting a whole block of
     similarities to keep ``k`` of them costs ``log m`` times more. NumPy and
@@ -45,7 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -65,22 +79,39 @@ Array = Any
 
 def values_are_readable(xp: ModuleType, x: Array) -> bool:
     """Return True where reading values of ``x`` is cheap and allowed."""
+    if is_jax_namespace(xp):
+        import jax
+
+        # Concrete JAX arrays are eager (one dispatch per operation, nothing
+        # to compile per call); tracers under jit, grad or vmap are not.
+        return not isinstance(x, jax.core.Tracer)
     if is_lazy_array(x):
-        # Dask would compute the graph; JAX arrays may be tracers.
+        # Dask would compute the graph.
         return False
     if is_torch_namespace(xp):
         import torch
 
         # A data-dependent branch breaks a torch.compile(fullgraph=True) graph
         # and is refused inside torch.func.vmap.
-        return not (
-            torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
-        )
+        return not (torch.compiler.is_compiling() or _inside_torch_func(x))
     if is_array_api_strict_namespace(xp):
         import array_api_strict
 
         return bool(array_api_strict.get_array_api_strict_flags()["data_dependent_shapes"])
     return True
+
+
+def traced_branch(xp: ModuleType) -> Callable[..., Any] | None:
+    """``cond(predicate, if_true, if_false)`` that works under a trace, or None.
+
+    Only JAX has one that pays: ``lax.cond`` runs just the chosen branch, and
+    under ``vmap`` turns into a select of both, which is still correct.
+    """
+    if is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.cond
+    return None
 
 
 def stop_gradient(xp: ModuleType, x: Array) -> Array:
@@ -105,7 +136,45 @@ def row_dot(xp: ModuleType, x1: Array, x2: Array, axis: int) -> Array:
     """``sum(x1 * x2)`` along ``axis`` (broadcast inputs), in the fastest form."""
     if is_jax_namespace(xp):
         return xp.sum(x1 * x2, axis=axis)
+    if is_torch_namespace(xp) and _inside_torch_func(x1):
+        import torch
+
+        # array-api-compat's vecdot (a batched matmul after moveaxis) has no
+        # batching rule under torch.func.vmap; linalg.vecdot has.
+        return torch.linalg.vecdot(x1, x2, dim=axis)
     return xp.vecdot(x1, x2, axis=axis)
+
+
+def _inside_torch_func(x: Array) -> bool:
+    """Whether ``x`` is wrapped by a torch.func transform (vmap, grad).
+
+    Dynamo cannot trace the check itself, and under ``torch.compile`` the
+    compiled graph handles the plain path anyway, so it is skipped there.
+    """
+    import torch
+
+    return not torch.compiler.is_compiling() and bool(
+        torch._C._functorch.is_functorch_wrapped_tensor(x)
+    )
+
+
+ROW_BLOCK = 1024
+
+
+def row_dot_and_norms(
+    xp: ModuleType, x1: Array, x2: Array, axis: int
+) -> tuple[Array, Array, Array]:
+    """``(x1 . x2, ||x1||, ||x2||)`` along ``axis``, unscaled (see `row_norm`)."""
+    if is_numpy_namespace(xp) and x1.ndim == 2 and axis == -1 and x1.shape[0] > ROW_BLOCK:
+        sums = np.empty((3, x1.shape[0]), dtype=x1.dtype)
+        for start in range(0, x1.shape[0], ROW_BLOCK):
+            rows = slice(start, start + ROW_BLOCK)
+            block1, block2 = x1[rows], x2[rows]
+            np.vecdot(block1, block2, out=sums[0, rows])
+            np.vecdot(block1, block1, out=sums[1, rows])
+            np.vecdot(block2, block2, out=sums[2, rows])
+        return sums[0], np.sqrt(sums[1]), np.sqrt(sums[2])
+    return row_dot(xp, x1, x2, axis), row_norm(xp, x1, axis), row_norm(xp, x2, axis)
 
 
 def row_norm(xp: ModuleType, x: Array, axis: int) -> Array:
