@@ -510,6 +510,117 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A performance target of the project, on one measured ratio."""
+
+    description: str
+    case: str
+    backend: str
+    ratio: str  # a key of Result.ratios()
+    bound: float
+    at_most: bool  # True: ratio <= bound; False: ratio >= bound
+
+
+TARGETS = [
+    Target(
+        "row-wise within 2.5x of one vecdot (NumPy)",
+        "row-wise similarity",
+        "numpy",
+        "x limit",
+        2.5,
+        at_most=True,
+    ),
+    Target(
+        "row-wise within 3x of one vecdot (PyTorch)",
+        "row-wise similarity",
+        "torch",
+        "x limit",
+        3.0,
+        at_most=True,
+    ),
+    Target(
+        "row-wise within 2.5x of one vecdot (JAX jit)",
+        "row-wise similarity",
+        "jax-jit",
+        "x limit",
+        2.5,
+        at_most=True,
+    ),
+    Target(
+        "2x faster than sklearn paired_cosine_distances",
+        "row-wise similarity",
+        "numpy",
+        "speedup vs sklearn paired_cosine_distances",
+        2.0,
+        at_most=False,
+    ),
+    Target(
+        "2x faster than torch F.cosine_similarity",
+        "row-wise similarity",
+        "torch",
+        "speedup vs torch F.cosine_similarity",
+        2.0,
+        at_most=False,
+    ),
+    Target(
+        "within 2x of optax under jit",
+        "row-wise similarity",
+        "jax-jit",
+        "speedup vs optax.cosine_similarity",
+        0.5,
+        at_most=False,
+    ),
+    Target(
+        "pairwise within 1.3x of the bare matmul (NumPy)",
+        "pairwise similarity",
+        "numpy",
+        "x limit",
+        1.3,
+        at_most=True,
+    ),
+    Target(
+        "pairwise within 1.3x of the bare matmul (PyTorch)",
+        "pairwise similarity",
+        "torch",
+        "x limit",
+        1.3,
+        at_most=True,
+    ),
+    Target(
+        "pairwise within 1.3x of the bare matmul (JAX jit)",
+        "pairwise similarity",
+        "jax-jit",
+        "x limit",
+        1.3,
+        at_most=True,
+    ),
+    Target(
+        "pairwise 10x faster than scipy cdist",
+        "pairwise similarity",
+        "numpy",
+        "speedup vs scipy cdist cosine",
+        10.0,
+        at_most=False,
+    ),
+]
+
+
+def target_report(results: list[Result]) -> tuple[str, bool]:
+    """Each target that was measured, its ratio, and whether it is met."""
+    lines = ["| target | measured | met |", "| --- | ---: | --- |"]
+    all_met = True
+    for target in TARGETS:
+        found = [r for r in results if (r.case, r.backend) == (target.case, target.backend)]
+        if not found or target.ratio not in found[0].ratios():
+            continue
+        value = found[0].ratios()[target.ratio]
+        met = value <= target.bound if target.at_most else value >= target.bound
+        all_met &= met
+        lines.append(f"| {target.description} | {value:.2f} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines), all_met
+
+
 def write_json(results: list[Result], path: Path, quick: bool) -> None:
     payload = {
         "settings": {
@@ -617,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no GPU backend present (CuPy, torch CUDA, JAX GPU): skipped", file=sys.stderr)
     results = measure(all_cases(backends, sizes, kinds), sizes)
     print(table(results))
+    report, all_met = target_report(results)
+    print("\nTargets (CPU, float32):\n" + report)
+    if not all_met:
+        print("some targets are not met", file=sys.stderr)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json(results, args.output_dir / "benchmarks.json", args.quick)
     plot(results, args.output_dir / "benchmarks.png")

@@ -7,8 +7,8 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._kernels import clip_straight_through, unit_rows
-from ._lib._strategy import row_dot
+from ._lib._kernels import unit_rows
+from ._lib._strategy import clip_straight_through, row_dot
 from ._lib._validation import broadcast_shape, floating_dtypes, namespace_of, positive_eps
 
 Array = Any
@@ -65,7 +65,7 @@ def _similarity(
     unit_y = unit_x if y is None else _unit(xp, xp.astype(y, compute_dtype, copy=False), eps)[0]
     # One matrix product of unit rows: (..., n, d) @ (..., d, m), never (n, m, d).
     similarity = xp.matmul(unit_x, xp.matrix_transpose(unit_y))
-    similarity = clip_straight_through(xp, similarity, -1.0, 1.0)
+    similarity = clip_straight_through(xp, similarity, -1.0, 1.0, owned=True)
     return xp, similarity, None if y is not None else self_dot, result_dtype
 
 

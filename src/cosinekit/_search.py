@@ -9,8 +9,8 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._kernels import clip_straight_through, unit_rows
-from ._lib._strategy import top_k_positions
+from ._lib._kernels import unit_rows
+from ._lib._strategy import clip_straight_through, top_k_positions
 from ._lib._validation import floating_dtypes, namespace_of
 
 Array = Any

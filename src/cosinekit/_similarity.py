@@ -6,9 +6,9 @@ import math
 from types import ModuleType
 from typing import Any
 
-from ._lib._kernels import clip_straight_through, cosine_rows, safe_norm, unit_rows
+from ._lib._kernels import cosine_rows, safe_norm, unit_rows
 from ._lib._pairs import Pair, prepare_pair
-from ._lib._strategy import row_dot
+from ._lib._strategy import clip_straight_through, row_dot
 from ._lib._validation import positive_eps
 
 Array = Any

@@ -328,11 +328,6 @@ def safe_norm(xp: ModuleType, x: Array, axis: int) -> Array:
     return xp.where(sumsq != 0, _safe_sqrt(xp, sumsq), xp.zeros_like(sumsq))
 
 
-def clip_straight_through(xp: ModuleType, x: Array, low: float, high: float) -> Array:
-    """Clip values to ``[low, high]`` but pass the gradient through unchanged."""
-    return x + stop_gradient(xp, xp.clip(x, low, high) - x)
-
-
 def safe_divide(xp: ModuleType, numerator: Array, denominator: Array) -> Array:
     """``numerator / denominator``, and 0 (with gradient 0) where it is 0."""
     nonzero = denominator != 0
