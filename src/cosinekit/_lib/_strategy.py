@@ -143,7 +143,9 @@ def clip_straight_through(
             return x + stop_gradient(xp, torch.clamp(x, low, high) - x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _torch_straight_through_clamp().apply(x, low, high)
-        return x.clamp_(low, high) if owned else torch.clamp(x, low, high)
+        if owned and not _inside_torch_func(x):  # vmap has no rule for clamp_
+            return x.clamp_(low, high)
+        return torch.clamp(x, low, high)
     if owned and is_numpy_namespace(xp) and isinstance(x, np.ndarray):
         return np.clip(x, low, high, out=x)
     return xp.clip(x, low, high)
