@@ -136,19 +136,23 @@ def clip_straight_through(
     if is_jax_namespace(xp):
         return x + stop_gradient(xp, xp.clip(x, low, high) - x)
     if is_torch_namespace(xp):
-        import torch
-
-        if torch.compiler.is_compiling():
-            # The compiler fuses the portable form into one pass anyway.
-            return x + stop_gradient(xp, torch.clamp(x, low, high) - x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _torch_straight_through_clamp().apply(x, low, high)
-        if owned and not _inside_torch_func(x):  # vmap has no rule for clamp_
-            return x.clamp_(low, high)
-        return torch.clamp(x, low, high)
+        return _torch_clip_straight_through(x, low, high, owned=owned)
     if owned and is_numpy_namespace(xp) and isinstance(x, np.ndarray):
         return np.clip(x, low, high, out=x)
     return xp.clip(x, low, high)
+
+
+def _torch_clip_straight_through(x: Array, low: float, high: float, *, owned: bool) -> Array:
+    import torch
+
+    if torch.compiler.is_compiling():
+        # The compiler fuses the portable form into one pass anyway.
+        return x + (torch.clamp(x, low, high) - x).detach()
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _torch_straight_through_clamp().apply(x, low, high)
+    if owned and not _inside_torch_func(x):  # vmap has no rule for clamp_
+        return x.clamp_(low, high)
+    return torch.clamp(x, low, high)
 
 
 @functools.cache
