@@ -33,6 +33,8 @@ nox.options.sessions = [
     "array_api_strict",
     "cupy",
     "lint",
+    "docs",
+    "build",
 ]
 nox.options.reuse_existing_virtualenvs = False
 
