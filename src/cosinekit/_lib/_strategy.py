@@ -120,7 +120,8 @@ def traced_branch(xp: ModuleType) -> Callable[..., Any] | None:
     if is_jax_namespace(xp):
         import jax
 
-        return jax.lax.cond
+        cond: Callable[..., Any] = jax.lax.cond
+        return cond
     return None
 
 
@@ -284,5 +285,5 @@ def top_k_positions(xp: ModuleType, x: Array, k: int) -> Array:
         if min(x.chunks[-1]) < k:
             # argtopk fails on chunks narrower than k; a block is small anyway.
             x = x.rechunk({x.ndim - 1: -1})
-        return da.argtopk(x, k, axis=-1)  # type: ignore[no-untyped-call]
+        return da.argtopk(x, k, axis=-1)
     return xp.argsort(x, axis=-1, descending=True)[:, :k]

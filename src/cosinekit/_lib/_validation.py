@@ -36,7 +36,7 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
     if xp is not None:
         return xp
     try:
-        return array_namespace(*arrays)
+        namespace: ModuleType = array_namespace(*arrays)
     except TypeError as exc:
         kinds = sorted({_type_name(x) for x in arrays})
         msg = (
@@ -44,6 +44,7 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
             "convert them to one library first"
         )
         raise TypeError(msg) from exc
+    return namespace
 
 
 def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
