@@ -42,7 +42,15 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # The CPU wheel of torch on this machine's disk is built for CPython 3.11.
 BACKEND_PYTHON = "3.11"
 
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "mpmath", "scipy", "scikit-learn", "pyyaml"]
+TEST_DEPS = [
+    "pytest>=8",
+    "hypothesis>=6.100",
+    "mpmath",
+    "scipy",
+    "scikit-learn",
+    "pyyaml",
+    "matplotlib",  # the benchmark smoke test plots
+]
 
 
 def _spec(env: str, default: str) -> list[str]:
@@ -77,6 +85,11 @@ def _run_tests(session: nox.Session, backends: list[str], device: str = "cpu") -
     for backend in backends:
         if BACKEND_DEPS[backend]:
             session.install(*BACKEND_DEPS[backend])
+    if session.python == BACKEND_PYTHON and "torch" not in backends:
+        # PyTorch is a reference implementation in the tests of every
+        # backend; its CPU wheel here exists for CPython 3.11 only, so the
+        # numpy sessions on other Pythons skip those comparisons (saying so).
+        session.install(*BACKEND_DEPS["torch"])
     env = {"COSINEKIT_BACKENDS": ",".join(backends), "COSINEKIT_DEVICE": device}
     session.run("pytest", *session.posargs, env=env)
 
