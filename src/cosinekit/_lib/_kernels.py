@@ -16,12 +16,13 @@ Design (see the "Numerics" docs page):
 * Where values are readable (see ``_strategy``), the fast path runs on
   everything and only the rows outside the safe range (zero vectors, extreme
   magnitudes, NaN, inf) are gathered and recomputed by the rescaled path.
-* Under JAX the fast path runs in its "flagged" form, which turns every row
-  outside the safe range into NaN with arithmetic alone (a select there
-  breaks XLA's fusion of the norms into the dot and costs a second pass).
-  One ``lax.cond`` on "any NaN" then picks the rescaled path for the whole
-  batch, rarely. Elsewhere (Dask, compiled and transformed torch) the
-  rescaled path runs on everything, branch-free.
+* Under a JAX trace the fast path is normalize-first with the norms clamped
+  by ``maximum``, and every row outside the safe range is flagged by adding
+  ``0 * sqrt(s - LOW)`` (NaN there) outside the gradient: a select, or a
+  second use of the norms, breaks XLA's fusion of the norms into the dot and
+  costs a pass. One ``lax.cond`` on "any NaN" then picks the rescaled path
+  for the whole batch, rarely. Elsewhere (Dask, compiled and transformed
+  torch) the rescaled path runs on everything, branch-free.
 * **Zero vectors** use the "double where" so that forward values are 0 and
   gradients are the subgradient 0, never NaN or ``1/eps``.
 """
