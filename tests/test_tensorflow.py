@@ -70,10 +70,17 @@ def test_fixture_is_complete() -> None:
     assert {case["axis"] for case in CASES} == {0, 1, 2, -1}
 
 
+@pytest.mark.parametrize(
+    ("assume_normalized", "key"),
+    [(True, "loss_raw"), (False, "loss_normalized")],
+    ids=["assume_normalized-raw_inputs", "default-normalized_inputs"],
+)
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
-def test_assume_normalized_matches_tensorflow_on_raw_inputs(
-    xp: ModuleType, case: dict[str, Any]
+def test_matches_tensorflow(
+    xp: ModuleType, case: dict[str, Any], assume_normalized: bool, key: str
 ) -> None:
+    # assume_normalized=True is TensorFlow's formula on the raw inputs; the
+    # default equals TensorFlow on inputs it was given already normalized.
     labels, predictions, dtype = _inputs(xp, case)
     loss = ck.cosine_distance_loss(
         labels,
@@ -81,26 +88,9 @@ def test_assume_normalized_matches_tensorflow_on_raw_inputs(
         axis=case["axis"],
         weights=_weights(xp, case["weights"], dtype),
         reduction=case["reduction"],
-        assume_normalized=True,
+        assume_normalized=assume_normalized,
     )
-    xp_assert_close(loss, _expected(case, "loss_raw"), xp=xp, dtype=dtype, rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
-def test_default_matches_tensorflow_on_normalized_inputs(
-    xp: ModuleType, case: dict[str, Any]
-) -> None:
-    labels, predictions, dtype = _inputs(xp, case)
-    loss = ck.cosine_distance_loss(
-        labels,
-        predictions,
-        axis=case["axis"],
-        weights=_weights(xp, case["weights"], dtype),
-        reduction=case["reduction"],
-    )
-    xp_assert_close(
-        loss, _expected(case, "loss_normalized"), xp=xp, dtype=dtype, rtol=RTOL, atol=ATOL
-    )
+    xp_assert_close(loss, _expected(case, key), xp=xp, dtype=dtype, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("case", ARRAY_WEIGHT_CASES, ids=_ids(ARRAY_WEIGHT_CASES))

@@ -91,7 +91,7 @@ def _select(xp: ModuleType, values: Array, indices: Array, k: int) -> tuple[Arra
 
 
 def _unit(xp: ModuleType, x: Array) -> Array:
-    return x if x.shape[1] == 0 else unit_rows(xp, x, -1, None)[0]
+    return unit_rows(xp, x, -1, None)[0]
 
 
 def _search_block(

@@ -6,9 +6,9 @@ import math
 from types import ModuleType
 from typing import Any
 
-from ._lib._kernels import cosine_rows, safe_norm, unit_rows
+from ._lib._kernels import cosine_rows, unit_rows
 from ._lib._pairs import Pair, prepare_pair
-from ._lib._strategy import clip_straight_through, row_dot
+from ._lib._strategy import clip_straight_through, row_dot, row_norm
 from ._lib._validation import positive_eps
 
 Array = Any
@@ -196,7 +196,7 @@ def angular_distance(
     xp, axis = pair.xp, pair.axis
     unit1, *factor1 = unit_rows(xp, pair.x1, axis, eps)
     unit2, *factor2 = unit_rows(xp, pair.x2, axis, eps)
-    half_angle = xp.atan2(safe_norm(xp, unit1 - unit2, axis), safe_norm(xp, unit1 + unit2, axis))
+    half_angle = xp.atan2(row_norm(xp, unit1 - unit2, axis), row_norm(xp, unit1 + unit2, axis))
     # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5.
     either_nonzero = (row_dot(xp, unit1, unit1, axis) > 0) | (row_dot(xp, unit2, unit2, axis) > 0)
     angle = xp.where(either_nonzero, half_angle * (2 / math.pi), xp.full_like(half_angle, 0.5))

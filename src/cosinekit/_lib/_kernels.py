@@ -163,8 +163,15 @@ def _rescaled_unit_parts(
     Rows holding inf or NaN come out as zero vectors, marked not finite.
     """
     scaled, scale, finite = _scaled_by_max(xp, x, axis)
-    unit, *factor = _unit_from_sum(xp, scaled, row_dot(xp, scaled, scaled, axis), scale, eps, axis)
-    return unit, (factor[0] if factor else None), finite
+    sumsq = row_dot(xp, scaled, scaled, axis)
+    norm = _safe_sqrt(xp, sumsq)
+    unit = xp.where(
+        xp.expand_dims(sumsq != 0, axis=axis),
+        scaled / xp.expand_dims(norm, axis=axis),
+        xp.zeros_like(scaled),
+    )
+    factor = None if eps is None else _eps_factor(xp, norm, xp.squeeze(scale, axis=axis), eps)
+    return unit, factor, finite
 
 
 def _rescaled_cosine(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
@@ -264,25 +271,6 @@ def cosine_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | No
     return cosine
 
 
-def _unit_from_sum(
-    xp: ModuleType, x: Array, sumsq: Array, scale: Array | None, eps: float | None, axis: int
-) -> tuple[Array, ...]:
-    """``(x / ||x||, min(1, ||x|| / eps))``; the factor only when ``eps`` is set.
-
-    ``sumsq`` has ``axis`` removed; ``scale`` (if any) keeps it.
-    """
-    norm = _safe_sqrt(xp, sumsq)
-    unit = xp.where(
-        xp.expand_dims(sumsq != 0, axis=axis),
-        x / xp.expand_dims(norm, axis=axis),
-        xp.zeros_like(x),
-    )
-    if eps is None:
-        return (unit,)
-    row_scale = None if scale is None else xp.squeeze(scale, axis=axis)
-    return unit, _eps_factor(xp, norm, row_scale, eps)
-
-
 def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[Array, ...]:
     unit, factor, finite = _rescaled_unit_parts(xp, x, axis, eps)
     unit = xp.where(finite, unit, xp.full_like(unit, float("nan")))
@@ -321,12 +309,6 @@ def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[A
     if all_ok:
         return fast
     return _repair_rows(xp, fast, fast_ok, lambda a: _rescaled_unit(xp, a, -1, eps), (x,), axis)
-
-
-def safe_norm(xp: ModuleType, x: Array, axis: int) -> Array:
-    """Euclidean norm of moderate-magnitude vectors, gradient 0 at zero."""
-    sumsq = row_dot(xp, x, x, axis)
-    return xp.where(sumsq != 0, _safe_sqrt(xp, sumsq), xp.zeros_like(sumsq))
 
 
 def safe_divide(xp: ModuleType, numerator: Array, denominator: Array) -> Array:
