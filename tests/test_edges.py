@@ -1,0 +1,135 @@
+"""The contract's edges (issue 11): hostile inputs, eps outside the dtype, lazy and meta arrays.
+
+Each test checks against an independent reference: NumPy float64 formulas,
+PyTorch's own functions, or the error the contract names.
+"""
+
+from __future__ import annotations
+
+import re
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cosinekit as ck
+from _support import Backend, asarray, to_numpy, xp_assert_close
+
+SHAPE = (2, 3)
+
+
+def _both(*words: str) -> str:
+    """A pattern that matches text containing every one of ``words``."""
+    return "(?s)" + "".join(f"(?=.*{re.escape(word)})" for word in words)
+
+
+# -- NumPy masked arrays and np.matrix ----------------------------------------
+
+ARRAY_CALLS = {
+    "cosine_similarity": lambda a, b: ck.cosine_similarity(a, b),
+    "cosine_distance": lambda a, b: ck.cosine_distance(a, b),
+    "angular_distance": lambda a, b: ck.angular_distance(a, b),
+    "cosine_distance_loss": lambda a, b: ck.cosine_distance_loss(a, b),
+    "cosine_embedding_loss": lambda a, b: ck.cosine_embedding_loss(a, b, np.ones(SHAPE[0])),
+    "l2_normalize": lambda a, b: ck.l2_normalize(a),
+    "pairwise_cosine_similarity": lambda a, b: ck.pairwise_cosine_similarity(a, b),
+    "pairwise_cosine_distance": lambda a, b: ck.pairwise_cosine_distance(a, b),
+    "cosine_topk": lambda a, b: ck.cosine_topk(a, b, 1),
+}
+
+
+@pytest.mark.parametrize("name", ARRAY_CALLS)
+def test_masked_array_is_type_error(name: str) -> None:
+    plain = np.arange(1.0, 7.0).reshape(SHAPE)
+    masked = np.ma.array(plain, mask=[[0, 1, 0], [0, 0, 0]])
+    call = ARRAY_CALLS[name]
+    with pytest.raises(TypeError, match=_both("masked array", "mask")):
+        call(masked, plain)
+    if name != "l2_normalize":
+        with pytest.raises(TypeError, match=_both("masked array", "mask")):
+            call(plain, masked)
+    # A masked array without any masked value is still refused: its type says
+    # the mask matters.
+    with pytest.raises(TypeError, match="masked array"):
+        call(np.ma.array(plain), np.ma.array(plain))
+
+
+def test_masked_array_in_side_arguments_is_type_error() -> None:
+    x = np.arange(1.0, 7.0).reshape(SHAPE)
+    masked_row = np.ma.array(np.ones(SHAPE[0]), mask=[0, 1])
+    with pytest.raises(TypeError, match=_both("weights", "masked array")):
+        ck.cosine_distance_loss(x, x, weights=masked_row)
+    with pytest.raises(TypeError, match=_both("target", "masked array")):
+        ck.cosine_embedding_loss(x, x, masked_row)
+    masked_features = np.ma.array(np.ones(SHAPE[1]), mask=[0, 1, 0])
+    with pytest.raises(TypeError, match=_both("feature_weights", "masked array")):
+        ck.cosine_similarity(x, x, feature_weights=masked_features)
+
+
+def test_masked_array_hint_gives_the_masked_cosine() -> None:
+    """The error's suggestion, ``feature_weights=1 - x.mask``, is the masked cosine."""
+    x1 = np.ma.array([[1.0, 5.0, 0.0]], mask=[[0, 1, 0]])
+    x2 = np.array([[1.0, -7.0, 0.0]])
+    weights = 1 - np.ma.getmaskarray(x1)[0]
+    result = ck.cosine_similarity(x1.data, x2, feature_weights=weights)
+    np.testing.assert_allclose(result, [1.0])
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("name", ARRAY_CALLS)
+def test_numpy_matrix_is_type_error(name: str) -> None:
+    plain = np.arange(1.0, 7.0).reshape(SHAPE)
+    with pytest.raises(TypeError, match="numpy.matrix"):
+        ARRAY_CALLS[name](np.asmatrix(plain), plain)
+
+
+# -- cosine_embedding_loss: target dtype and margin ---------------------------
+
+
+def test_embedding_loss_string_or_object_target_is_type_error(xp: ModuleType) -> None:
+    x = asarray(xp, np.arange(1.0, 7.0).reshape(SHAPE))
+    if array_api_namespace_is_numpy(xp):
+        bad_targets = [np.array(["1", "-1"]), np.array([1, -1], dtype=object)]
+        for target in bad_targets:
+            with pytest.raises(TypeError, match=_both("target", "dtype")):
+                ck.cosine_embedding_loss(x, x, target)
+    complex_target = asarray(xp, np.array([1, -1], dtype=np.complex128))
+    with pytest.raises(TypeError, match=_both("target", "dtype")):
+        ck.cosine_embedding_loss(x, x, complex_target)
+
+
+def array_api_namespace_is_numpy(xp: ModuleType) -> bool:
+    import array_api_compat
+
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), -float("inf")])
+def test_embedding_loss_non_finite_margin_is_value_error(xp: ModuleType, margin: float) -> None:
+    x = asarray(xp, np.arange(1.0, 7.0).reshape(SHAPE))
+    target = asarray(xp, np.array([1, -1]))
+    with pytest.raises(ValueError, match=_both("margin", "finite")):
+        ck.cosine_embedding_loss(x, x, target, margin=margin)
+
+
+@pytest.mark.parametrize("target_dtype", ["int64", "float32", "bool"])
+def test_embedding_loss_numeric_targets_match_torch(xp: ModuleType, target_dtype: str) -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch is the reference")
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    target = np.array([1, -1, 1, -1, 0, 1]).astype(target_dtype)
+    torch_target = torch.from_numpy(np.where(target.astype(np.float64) == 1, 1.0, -1.0))
+    reference = torch.nn.functional.cosine_embedding_loss(
+        torch.from_numpy(x1), torch.from_numpy(x2), torch_target, margin=0.25, reduction="none"
+    ).numpy()
+    if target_dtype != "bool":
+        # PyTorch's "other" targets give 0, as ours.
+        reference = np.where(target.astype(np.float64) == 0, 0.0, reference)
+    else:
+        # A boolean False is no -1: it is "any other value", loss 0.
+        reference = np.where(target, reference, 0.0)
+    got = ck.cosine_embedding_loss(
+        asarray(xp, x1), asarray(xp, x2), asarray(xp, target), margin=0.25, reduction="none"
+    )
+    xp_assert_close(got, reference, xp=xp, dtype=got.dtype, rtol=1e-10, atol=1e-12)
