@@ -133,3 +133,91 @@ def test_embedding_loss_numeric_targets_match_torch(xp: ModuleType, target_dtype
         asarray(xp, x1), asarray(xp, x2), asarray(xp, target), margin=0.25, reduction="none"
     )
     xp_assert_close(got, reference, xp=xp, dtype=got.dtype, rtol=1e-10, atol=1e-12)
+
+
+# -- NaN is never hidden (angular_distance and every comparison) --------------
+
+KINDS = {
+    "finite": [1.0, -2.0, 0.5],
+    "other": [0.3, 4.0, -1.0],
+    "zero": [0.0, 0.0, 0.0],
+    "nan": [1.0, np.nan, 0.0],
+    "inf": [np.inf, 1.0, 0.0],
+    "neg_inf": [0.0, -np.inf, 0.0],
+    "nan_only": [np.nan, np.nan, np.nan],
+}
+
+
+def _kind_pairs() -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair of row kinds, as two (k, 3) float64 arrays."""
+    names = list(KINDS)
+    pairs = [(a, b) for a in names for b in names]
+    x1 = np.array([KINDS[a] for a, _ in pairs])
+    x2 = np.array([KINDS[b] for _, b in pairs])
+    return x1, x2
+
+
+def _reference_cosine(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """float64 cosine, 0 at zero rows, NaN where a row holds NaN or inf."""
+    finite = np.isfinite(x1).all(-1) & np.isfinite(x2).all(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n1, n2 = np.linalg.norm(x1, axis=-1), np.linalg.norm(x2, axis=-1)
+        cosine = np.where((n1 == 0) | (n2 == 0), 0.0, np.sum(x1 * x2, -1) / (n1 * n2))
+    return np.where(finite, cosine, np.nan)
+
+
+ROW_REFERENCES = {
+    "cosine_similarity": lambda c: c,
+    "cosine_distance": lambda c: 1 - c,
+    "angular_distance": lambda c: np.arccos(np.clip(c, -1, 1)) / np.pi,
+}
+
+
+@pytest.mark.parametrize("eps", [None, 1e-3])
+@pytest.mark.parametrize("name", list(ROW_REFERENCES))
+def test_non_finite_rows_give_nan_whatever_the_other_row(
+    xp: ModuleType, library: Backend, name: str, eps: float | None
+) -> None:
+    x1, x2 = _kind_pairs()
+    expected = ROW_REFERENCES[name](_reference_cosine(x1, x2))
+    function = getattr(ck, name)
+    got = function(asarray(xp, x1), asarray(xp, x2), eps=eps)
+    xp_assert_close(got, expected, xp=xp, dtype=got.dtype, rtol=1e-12, atol=1e-15)
+    if library is Backend.JAX:
+        import jax
+
+        for traced in ("x1", "x2", "both"):
+            a, b = asarray(xp, x1), asarray(xp, x2)
+            if traced == "x1":
+                result = jax.jit(lambda u: function(u, b, eps=eps))(a)
+            elif traced == "x2":
+                result = jax.jit(lambda v: function(a, v, eps=eps))(b)
+            else:
+                result = jax.jit(lambda u, v: function(u, v, eps=eps))(a, b)
+            xp_assert_close(result, expected, xp=xp, dtype=got.dtype, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", list(ROW_REFERENCES))
+def test_nan_feature_weight_gives_nan(xp: ModuleType, name: str) -> None:
+    x1, x2 = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), np.array([[1.0, 2.0, 3.0]] * 2)
+    weights = np.array([1.0, np.nan, 1.0])
+    got = getattr(ck, name)(asarray(xp, x1), asarray(xp, x2), feature_weights=asarray(xp, weights))
+    xp_assert_close(got, [np.nan, np.nan], xp=xp, dtype=got.dtype)
+    # A weight 0 masks a NaN feature (optax's where); a NaN weight never masks.
+    masked = np.array([[1.0, np.nan, 3.0]])
+    got = getattr(ck, name)(
+        asarray(xp, masked), asarray(xp, x2[:1]), feature_weights=asarray(xp, [1.0, 0.0, 1.0])
+    )
+    expected = ROW_REFERENCES[name](_reference_cosine(masked[:, [0, 2]], x2[:1, [0, 2]]))
+    # arccos of a cosine near 1 keeps only half the digits: the reference's own error.
+    xp_assert_close(got, expected, xp=xp, dtype=got.dtype, rtol=1e-12, atol=1e-7)
+
+
+def test_non_finite_rows_under_torch_compile() -> None:
+    torch = pytest.importorskip("torch")
+    x1, x2 = _kind_pairs()
+    a, b = torch.from_numpy(x1), torch.from_numpy(x2)
+    for name, reference in ROW_REFERENCES.items():
+        compiled = torch.compile(getattr(ck, name), fullgraph=True, backend="eager")
+        expected = reference(_reference_cosine(x1, x2))
+        np.testing.assert_allclose(compiled(a, b).numpy(), expected, rtol=1e-12, atol=1e-15)

@@ -180,7 +180,9 @@ def angular_distance(
     -------
     array
         The angular distance in ``[0, 1]``. A zero vector is at distance 0.5
-        from everything, consistent with its similarity 0.
+        from everything, consistent with its similarity 0; NaN where either
+        vector holds NaN or inf (also when the other is a zero vector) or
+        where ``feature_weights`` holds NaN.
 
     Examples
     --------
@@ -197,9 +199,11 @@ def angular_distance(
     unit1, *factor1 = unit_rows(xp, pair.x1, axis, eps)
     unit2, *factor2 = unit_rows(xp, pair.x2, axis, eps)
     half_angle = xp.atan2(row_norm(xp, unit1 - unit2, axis), row_norm(xp, unit1 + unit2, axis))
-    # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5.
-    either_nonzero = (row_dot(xp, unit1, unit1, axis) > 0) | (row_dot(xp, unit2, unit2, axis) > 0)
-    angle = xp.where(either_nonzero, half_angle * (2 / math.pi), xp.full_like(half_angle, 0.5))
+    # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5. The
+    # test is "both zero" by equality, which is False for a NaN unit vector
+    # (NaN or inf in the input), so NaN stays NaN.
+    both_zero = (row_dot(xp, unit1, unit1, axis) == 0) & (row_dot(xp, unit2, unit2, axis) == 0)
+    angle = xp.where(both_zero, xp.full_like(half_angle, 0.5), half_angle * (2 / math.pi))
     if eps is not None:
         # Where eps clamps a norm, use the angle of the clamped cosine; it is
         # strictly inside (-1, 1) there, where arccos is accurate.
