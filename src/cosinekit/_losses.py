@@ -16,7 +16,6 @@ from ._lib._validation import (
     choice,
     floating_dtypes,
     namespace_of,
-    positive_eps,
     real_number,
 )
 from ._similarity import _clipped_similarity
@@ -149,16 +148,16 @@ def cosine_distance_loss(
         labels,
         predictions,
         axis=axis,
+        eps=eps,
         feature_weights=None,
         xp=xp,
         names=("labels", "predictions"),
     )
-    eps = positive_eps(eps)
     weights = _per_example_weights(pair, weights, pair.x1.ndim, "weights")
     if assume_normalized:
         loss = 1 - row_dot(pair.xp, pair.x1, pair.x2, pair.axis)
     else:
-        loss = 1 - _clipped_similarity(pair, eps)
+        loss = 1 - _clipped_similarity(pair)
     return pair.finish(_reduce(pair.xp, loss, weights, reduction), keepdims=False)
 
 
@@ -227,7 +226,7 @@ def cosine_embedding_loss(
         # infinite: none of them is a margin.
         msg = f"margin must be finite, got {margin!r}"
         raise ValueError(msg)
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=None, xp=xp)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp)
     namespace_of(pair.x1, target, names=("inputs", "target"), xp=None)
     if not pair.xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
         # Strings and objects compare unequal to 1 and -1: every loss would be 0.
@@ -241,7 +240,7 @@ def cosine_embedding_loss(
         )
         raise ValueError(msg)
     xp = pair.xp
-    cosine = _clipped_similarity(pair, positive_eps(eps))
+    cosine = _clipped_similarity(pair)
     # As numbers: a boolean True is 1, and array-api-strict compares bool with bool only.
     target = xp.astype(target, cosine.dtype, copy=False)
     zero = xp.zeros_like(cosine)

@@ -134,8 +134,15 @@ def broadcast_shape(*shapes: Shape, names: Sequence[str]) -> Shape:
     return tuple(result)
 
 
-def positive_eps(eps: object) -> float | None:
-    """Check ``eps``: ``None`` or a positive finite real number."""
+def positive_eps(eps: object, *, xp: ModuleType, dtype: Any) -> float | None:
+    """Check ``eps`` against the compute ``dtype``: ``None`` or a positive finite number.
+
+    An ``eps`` above the dtype's largest finite value is a ``ValueError``: it
+    would overflow to inf. One below the dtype's smallest normal number
+    returns ``None``: no norm the dtype represents to full precision lies
+    below it, and as a subnormal (or flushed to zero, as XLA does on the CPU)
+    it would divide by 0. Such an ``eps`` clamps only zero norms, as ``None``.
+    """
     if eps is None:
         return None
     value = real_number(eps)
@@ -145,6 +152,15 @@ def positive_eps(eps: object) -> float | None:
     if not (math.isfinite(value) and value > 0):
         msg = f"eps must be None or a positive finite number, got {eps!r}"
         raise ValueError(msg)
+    info = xp.finfo(dtype)
+    if value > float(info.max):
+        msg = (
+            f"eps={eps!r} is above the largest finite value {float(info.max):g} of the "
+            f"compute dtype {dtype}"
+        )
+        raise ValueError(msg)
+    if value < float(info.smallest_normal):
+        return None
     return value
 
 
