@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics.pairwise import cosine_similarity as sklearn_cosine
 
 import cosinekit as ck
 from _support import Backend, asarray, xp_assert_close
@@ -346,3 +347,101 @@ def test_large_eps_matches_torch(xp: ModuleType, name: str) -> None:
             torch.from_numpy(x1.astype(np.float64)), eps=eps
         ).numpy()
     xp_assert_close(got, expected, xp=xp, dtype=xp.float32, rtol=1e-5, atol=1e-37)
+
+
+# -- Dask arrays of unknown chunk sizes ---------------------------------------
+
+
+def _with_unit_diagonal(matrix: np.ndarray) -> np.ndarray:
+    """scikit-learn's self-similarity with our exact diagonal: 1, or 0 for zero rows."""
+    np.fill_diagonal(matrix, (np.abs(np.diagonal(matrix)) > 0.5).astype(float))
+    return matrix
+
+
+def test_dask_unknown_chunk_sizes_name_the_fix(library: Backend) -> None:
+    if library is not Backend.DASK:
+        pytest.skip("unknown chunk sizes are a Dask property")
+    import dask.array as da
+
+    data = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [-1.0, 0.5, 2.0], [0.0, 0.0, 0.0]])
+    x = da.from_array(data, chunks=2)
+    filtered = x[x[:, 0] >= 0]  # shape (nan, 3)
+    assert np.isnan(filtered.shape[0])
+    calls = {
+        "cosine_similarity": lambda a: ck.cosine_similarity(a, a),
+        "l2_normalize": ck.l2_normalize,
+        "cosine_distance_loss": lambda a: ck.cosine_distance_loss(a, a),
+        "cosine_embedding_loss": lambda a: ck.cosine_embedding_loss(a, a, da.ones(1)),
+        "pairwise_cosine_similarity": ck.pairwise_cosine_similarity,
+    }
+    for name, call in calls.items():
+        with pytest.raises(
+            ValueError, match=_both("unknown chunk sizes", "compute_chunk_sizes()")
+        ):
+            call(filtered)
+        # The fix the message names works, and gives the eager result.
+        known = filtered.copy()
+        known.compute_chunk_sizes()
+        kept = data[data[:, 0] >= 0]
+        self_cosine = np.diagonal(sklearn_cosine(kept))  # 1, and 0 for the zero row
+        expected = {
+            "cosine_similarity": self_cosine,
+            "l2_normalize": kept
+            / np.maximum(np.linalg.norm(kept, axis=-1, keepdims=True), 1e-300),
+            "cosine_distance_loss": np.mean(1 - self_cosine),
+            "cosine_embedding_loss": np.mean(1 - self_cosine),
+            "pairwise_cosine_similarity": _with_unit_diagonal(sklearn_cosine(kept)),
+        }[name]
+        np.testing.assert_allclose(call(known).compute(), expected, rtol=1e-15, atol=1e-15)
+    # In a side argument too.
+    weights = da.ones(4, chunks=2)
+    with pytest.raises(ValueError, match=_both("weights", "compute_chunk_sizes()")):
+        ck.cosine_distance_loss(x, x, weights=weights[weights > 0])
+
+
+# -- torch meta tensors: shapes only ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_torch_meta_tensors_give_meta_results(library: Backend, dtype: str) -> None:
+    if library is not Backend.TORCH:
+        pytest.skip("meta tensors are a PyTorch device")
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    x = torch.empty((5, 3), device="meta", dtype=torch_dtype)
+    y = torch.empty((4, 3), device="meta", dtype=torch_dtype)
+    rows = torch.empty(5, device="meta", dtype=torch_dtype)
+    features = torch.ones(3, device="meta")
+    functional = torch.nn.functional
+    # Each call and PyTorch's own function on the same meta tensors (the reference
+    # shape), or the shape the contract gives where PyTorch has no equivalent.
+    cases = {
+        "cosine_similarity": (
+            ck.cosine_similarity(x, x, eps=1e-3),
+            functional.cosine_similarity(x, x),
+        ),
+        "cosine_distance": (ck.cosine_distance(x, x), (5,)),
+        "angular_distance": (ck.angular_distance(x, x, feature_weights=features), (5,)),
+        "l2_normalize": (ck.l2_normalize(x), functional.normalize(x)),
+        "cosine_distance_loss": (ck.cosine_distance_loss(x, x, weights=rows), ()),
+        "cosine_embedding_loss": (
+            ck.cosine_embedding_loss(x, x, rows, reduction="none"),
+            functional.cosine_embedding_loss(x, x, rows, reduction="none"),
+        ),
+        "pairwise_cosine_similarity": (ck.pairwise_cosine_similarity(x), x @ x.T),
+        "pairwise zero_diagonal": (ck.pairwise_cosine_similarity(x, zero_diagonal=True), (5, 5)),
+        "pairwise_cosine_distance": (ck.pairwise_cosine_distance(x, y), x @ y.T),
+        "cosine_topk": (ck.cosine_topk(x, y, 2)[0], (5, 2)),
+    }
+    for name, (got, reference) in cases.items():
+        shape = tuple(reference.shape) if isinstance(reference, torch.Tensor) else reference
+        assert got.device.type == "meta", name
+        assert tuple(got.shape) == shape, name
+        assert got.dtype == torch_dtype, name
+    # Under autograd too: a meta result that backpropagates shapes.
+    leaf = torch.empty((5, 3), device="meta", requires_grad=True)
+    ck.cosine_similarity(leaf, torch.empty((5, 3), device="meta")).sum().backward()
+    assert leaf.grad is not None
+    assert leaf.grad.device.type == "meta"
+    assert tuple(leaf.grad.shape) == (5, 3)

@@ -8,7 +8,13 @@ from typing import Any
 from array_api_compat import device as array_device
 
 from ._lib._kernels import unit_rows
-from ._lib._strategy import clip_straight_through, row_dot
+from ._lib._strategy import (
+    clip_straight_through,
+    one_minus,
+    row_dot,
+    set_diagonal,
+    writable_in_place,
+)
 from ._lib._validation import broadcast_shape, floating_dtypes, namespace_of, positive_eps
 
 Array = Any
@@ -32,10 +38,27 @@ def _unit(xp: ModuleType, x: Array, eps: float | None) -> tuple[Array, Array]:
     return rows.clamped(xp, -1), row_dot(xp, rows.unit, rows.unit, -1)
 
 
-def _similarity(
-    x: Array, y: Array | None, eps: object, xp: ModuleType | None
-) -> tuple[ModuleType, Array, Array | None, Any]:
-    """The clipped similarity matrix, each row's ``u . u`` when ``y`` is None, the dtype."""
+# A half-precision result is computed in float32 blocks of at most this
+# fraction of its rows, each written into the result: the float32 block costs
+# 2 / BLOCKS_PER_RESULT of the result's size, instead of twice the result.
+BLOCKS_PER_RESULT = 16
+
+
+def _pairwise(
+    x: Array,
+    y: Array | None,
+    eps: object,
+    xp: ModuleType | None,
+    *,
+    distance: bool,
+    zero_diagonal: bool,
+) -> Array:
+    """The clipped similarity (or distance) matrix with its diagonal set, in the result dtype.
+
+    Memory: the matrix product is the only array as large as the result.
+    Clipping, ``1 - s`` and the diagonal are written into it in place where
+    the library allows (see ``set_diagonal`` in ``_strategy``).
+    """
     arrays = (x,) if y is None else (x, y)
     names = ("x", "y")[: len(arrays)]
     xp = namespace_of(*arrays, names=names, xp=xp)
@@ -60,18 +83,41 @@ def _similarity(
     eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
     unit_x, self_dot = _unit(xp, xp.astype(x, compute_dtype, copy=False), eps)
     unit_y = unit_x if y is None else _unit(xp, xp.astype(y, compute_dtype, copy=False), eps)[0]
-    # One matrix product of unit rows: (..., n, d) @ (..., d, m), never (n, m, d).
-    similarity = xp.matmul(unit_x, xp.matrix_transpose(unit_y))
-    similarity = clip_straight_through(xp, similarity, -1.0, 1.0, owned=True)
-    return xp, similarity, None if y is not None else self_dot, result_dtype
+    unit_y_t = xp.matrix_transpose(unit_y)
+    diagonal: Array | float | None = None
+    if zero_diagonal:
+        diagonal = 0.0
+    elif y is None and distance:
+        # Each row is at distance 0 from itself, zero rows too; NaN rows stay NaN.
+        diagonal = xp.where(xp.isnan(self_dot), self_dot, xp.zeros_like(self_dot))
+    elif y is None:
+        # NaN > 0 is False, so NaN rows keep NaN and zero rows keep 0.
+        diagonal = xp.where(self_dot > 0, xp.ones_like(self_dot), self_dot)
 
+    def block(start: int, stop: int | None) -> Array:
+        """Rows ``start:stop`` of the result, in the compute dtype."""
+        rows = unit_x if stop is None else unit_x[..., start:stop, :]
+        # One matrix product of unit rows: (..., n, d) @ (..., d, m), never (n, m, d).
+        values = clip_straight_through(xp, xp.matmul(rows, unit_y_t), -1.0, 1.0, owned=True)
+        if distance:
+            # Clipped to [-1, 1] first, so this lies in [0, 2].
+            values = one_minus(xp, values, owned=True)
+        if diagonal is None:
+            return values
+        own = diagonal if isinstance(diagonal, float) else diagonal[..., start:]
+        return set_diagonal(xp, values, own, offset=start, owned=True)
 
-def _diagonal(xp: ModuleType, similarity: Array) -> Array:
-    """Where row index equals column index, as an ``(n, m)`` mask (lazy-safe)."""
-    n, m = similarity.shape[-2], similarity.shape[-1]
-    device = array_device(similarity)
-    rows = xp.reshape(xp.arange(n, device=device), (n, 1))
-    return rows == xp.reshape(xp.arange(m, device=device), (1, m))
+    n = x.shape[-2]
+    if result_dtype == compute_dtype or not writable_in_place(xp, unit_x) or n < 2:
+        return xp.astype(block(0, None), result_dtype, copy=False)
+    # Half precision: float32 blocks written into the result as they come.
+    shape = (*broadcast_shape(tuple(x.shape[:-2]), tuple(unit_y.shape[:-2]), names=names), n)
+    result = xp.empty((*shape, unit_y.shape[-2]), dtype=result_dtype, device=array_device(x))
+    step = -(-n // BLOCKS_PER_RESULT)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        result[..., start:stop, :] = block(start, stop)
+    return result
 
 
 def pairwise_cosine_similarity(
@@ -145,14 +191,7 @@ def pairwise_cosine_similarity(
            [0.    ]])
 
     """
-    xp, similarity, self_dot, result_dtype = _similarity(x, y, eps, xp)
-    if zero_diagonal:
-        similarity = xp.where(_diagonal(xp, similarity), xp.zeros_like(similarity), similarity)
-    elif self_dot is not None:
-        # NaN > 0 is False, so NaN rows keep NaN and zero rows keep 0.
-        own = xp.where(self_dot > 0, xp.ones_like(self_dot), self_dot)
-        similarity = xp.where(_diagonal(xp, similarity), xp.expand_dims(own, axis=-1), similarity)
-    return xp.astype(similarity, result_dtype, copy=False)
+    return _pairwise(x, y, eps, xp, distance=False, zero_diagonal=zero_diagonal)
 
 
 def pairwise_cosine_distance(
@@ -209,10 +248,4 @@ def pairwise_cosine_distance(
            [1., 1., 0.]])
 
     """
-    xp, similarity, self_dot, result_dtype = _similarity(x, y, eps, xp)
-    # The similarity is already clipped to [-1, 1], so this lies in [0, 2].
-    distance = 1 - similarity
-    if self_dot is not None:
-        own = xp.where(xp.isnan(self_dot), self_dot, xp.zeros_like(self_dot))
-        distance = xp.where(_diagonal(xp, distance), xp.expand_dims(own, axis=-1), distance)
-    return xp.astype(distance, result_dtype, copy=False)
+    return _pairwise(x, y, eps, xp, distance=True, zero_diagonal=False)

@@ -45,6 +45,15 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
                 "masked features out)"
             )
             raise TypeError(msg)
+        if any(isinstance(n, float) and math.isnan(n) for n in getattr(x, "shape", ())):
+            # Dask after boolean indexing: the sizes are NaN, and Dask refuses
+            # to broadcast or even align such arrays ("cannot broadcast shape
+            # (nan, 3) to shape (nan, 3)").
+            msg = (
+                f"{name} has unknown chunk sizes (shape {tuple(x.shape)}), as Dask arrays "
+                f"have after boolean indexing; call {name}.compute_chunk_sizes() first"
+            )
+            raise ValueError(msg)
     if xp is not None:
         return xp
     try:
@@ -134,8 +143,9 @@ def known_count(x: Array) -> int | None:
 def broadcast_shape(*shapes: Shape, names: Sequence[str]) -> Shape:
     """Broadcast ``shapes`` by the array-API rules, or raise ``ValueError``.
 
-    Unknown sizes (``None`` or NaN, as lazy Dask arrays have) broadcast with
-    anything; the library checks those when it runs.
+    Unknown sizes (``None``, as lazy arrays may have) broadcast with
+    anything; the library checks those when it runs. (Dask's NaN sizes are
+    refused earlier, by `namespace_of`: Dask cannot broadcast them.)
     """
     ndim = max(len(s) for s in shapes)
     result: list[int | None] = []
