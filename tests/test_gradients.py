@@ -235,3 +235,19 @@ def test_gradient_with_eps_matches_finite_differences(
                 _clamped_cosine(*plus, eps) - _clamped_cosine(*minus, eps)
             ) / (2 * h)
         np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("eps", [None, 1.0])
+def test_torch_second_derivatives(xp: ModuleType, library: Backend, eps: float | None) -> None:
+    # Gradient penalties differentiate a gradient (create_graph=True); the
+    # eager fast path's closed-form backward must then be differentiable too.
+    if library is not Backend.TORCH:
+        pytest.skip("torch.autograd.gradgradcheck needs torch tensors")
+    import torch
+
+    x1, x2 = _data(13), _data(14)
+    x1[0] *= 0.1  # below eps=1.0
+    inputs = tuple(asarray(xp, x).requires_grad_(True) for x in (x1, x2))
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: ck.cosine_similarity(a, b, eps=eps), inputs, eps=1e-6, atol=1e-6, rtol=1e-5
+    )

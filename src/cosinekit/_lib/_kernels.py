@@ -370,6 +370,18 @@ def _cosine_gradients(
     )
 
 
+def _recorded_residuals(
+    xp: ModuleType, x1: Array, x2: Array, axis: int
+) -> tuple[Array, Array, Array]:
+    """The norms and the cosine again, recorded: for a gradient of the gradient.
+
+    The residuals of the forward were taken outside the gradient; a
+    higher-order derivative needs their dependence on ``x1`` and ``x2``.
+    """
+    dot, norm1, norm2 = row_dot_and_norms(xp, x1, x2, axis)
+    return norm1, norm2, dot / (norm1 * norm2)
+
+
 def _cosine_from_sums(
     xp: ModuleType, dot: Array, norm1: Array, norm2: Array, eps: float | None
 ) -> Array:
@@ -402,8 +414,19 @@ def _fast_similarity(
             return _Cosine(
                 attach(
                     xp.clip(value, -1.0, 1.0),
-                    lambda grad, needed, a, b: _cosine_gradients(
-                        xp, grad, needed, a, b, norm1, norm2, cosine, axis, eps
+                    lambda grad, needed, recorded, a, b: _cosine_gradients(
+                        xp,
+                        grad,
+                        needed,
+                        a,
+                        b,
+                        *(
+                            _recorded_residuals(xp, a, b, axis)
+                            if recorded
+                            else (norm1, norm2, cosine)
+                        ),
+                        axis,
+                        eps,
                     ),
                     x1,
                     x2,

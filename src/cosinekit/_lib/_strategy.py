@@ -230,9 +230,11 @@ def closed_form_backward(xp: ModuleType, *inputs: Array) -> Callable[..., Array]
     """``attach(value, backward, *inputs)``, where a hand-written backward pays; else None.
 
     ``attach`` returns ``value`` (computed outside the gradient) with
-    ``backward(grad, needed, *inputs)`` as its gradient with respect to
-    ``inputs``; ``needed`` says per input whether its gradient is wanted
-    (the others may be None).
+    ``backward(grad, needed, recorded, *inputs)`` as its gradient with
+    respect to ``inputs``; ``needed`` says per input whether its gradient is
+    wanted (the others may be None), and ``recorded`` that the backward
+    itself is being differentiated (``create_graph=True``), so that it must
+    recompute from ``inputs`` what it would otherwise take from the forward.
     Eager PyTorch recording a gradient gets it: autograd would otherwise
     record and replay every small operation of the forward, several times the
     cost of the closed form (see ``benchmarks/``). It is asked for only where
@@ -269,7 +271,9 @@ def _torch_closed_form_backward() -> Any:
         @staticmethod
         def backward(ctx: Any, grad: Any) -> Any:
             needed = ctx.needs_input_grad[2:]
-            return (None, None, *ctx.backward(grad, needed, *ctx.saved_tensors))
+            # Grad mode is on here only under create_graph=True.
+            recorded = torch.is_grad_enabled()
+            return (None, None, *ctx.backward(grad, needed, recorded, *ctx.saved_tensors))
 
     return ClosedFormBackward
 
