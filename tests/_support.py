@@ -123,7 +123,7 @@ def to_numpy(x: Array) -> np.ndarray:
         )
     if array_api_compat.is_cupy_array(x):
         return x.get()
-    # A computed 0-d Dask result is a NumPy scalar, as Dask gives for any reduction.
+    # A computed 0-d Dask result is a NumPy scalar, as NumPy's reductions give.
     if array_api_compat.is_jax_array(x) or isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)
     return np.from_dlpack(x)

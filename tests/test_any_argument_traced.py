@@ -46,23 +46,20 @@ class Case:
     differentiable: tuple[bool, ...]  # per argument: a gradient exists there
 
 
+def _weighted(function: Callable[..., Any]) -> Case:
+    """A row-wise function of ``x1``, ``x2`` and its ``feature_weights``."""
+    return Case(
+        lambda a, b, w: function(a, b, feature_weights=w),
+        ("x1", "x2", "feature_weights"),
+        (True, True, True),
+    )
+
+
 CASES: dict[str, Case] = {
     "l2_normalize": Case(ck.l2_normalize, ("x",), (True,)),
-    "cosine_similarity": Case(
-        lambda a, b, w: ck.cosine_similarity(a, b, feature_weights=w),
-        ("x1", "x2", "feature_weights"),
-        (True, True, True),
-    ),
-    "cosine_distance": Case(
-        lambda a, b, w: ck.cosine_distance(a, b, feature_weights=w),
-        ("x1", "x2", "feature_weights"),
-        (True, True, True),
-    ),
-    "angular_distance": Case(
-        lambda a, b, w: ck.angular_distance(a, b, feature_weights=w),
-        ("x1", "x2", "feature_weights"),
-        (True, True, True),
-    ),
+    "cosine_similarity": _weighted(ck.cosine_similarity),
+    "cosine_distance": _weighted(ck.cosine_distance),
+    "angular_distance": _weighted(ck.angular_distance),
     "cosine_distance_loss": Case(
         lambda a, b, w: ck.cosine_distance_loss(a, b, weights=w),
         ("labels", "predictions", "weights"),

@@ -201,3 +201,53 @@ def test_distance_gradient_is_negated_similarity_gradient(
     (g_distance,) = gradients(xp, library, lambda a: ck.cosine_distance(a, _like(a, x2)), x1)
     e1, _ = cosine_gradient(x1, x2)
     np.testing.assert_allclose(g_distance, -e1, rtol=1e-12, atol=1e-15)
+
+
+def _clamped_cosine(x1: np.ndarray, x2: np.ndarray, eps: float) -> np.ndarray:
+    """PyTorch's definition: ``x1 . x2 / (max(|x1|, eps) max(|x2|, eps))`` (ordinary rows)."""
+    n1 = np.linalg.norm(x1, axis=-1)
+    n2 = np.linalg.norm(x2, axis=-1)
+    return np.sum(x1 * x2, axis=-1) / (np.maximum(n1, eps) * np.maximum(n2, eps))
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1.0])
+def test_gradient_with_eps_matches_finite_differences(
+    xp: ModuleType, library: Backend, eps: float
+) -> None:
+    # Central differences of the clamped formula in float64, element by
+    # element; eps=1.0 clamps the norm of x1[0] (0.19) and of x2[2] (0.22),
+    # where the gradient is x_other / (eps max(|x_other|, eps)).
+    x1, x2 = _data(11), _data(12)
+    x1[0] *= 0.1
+    x2[2] *= 0.1
+    g1, g2 = gradients(xp, library, lambda a, b: ck.cosine_similarity(a, b, eps=eps), x1, x2)
+    h = 1e-6
+    for grad, which in ((g1, 0), (g2, 1)):
+        expected = np.zeros_like(grad)
+        for index in np.ndindex(grad.shape):
+            step = np.zeros_like(grad)
+            step[index] = h
+            plus = [x1, x2]
+            minus = [x1, x2]
+            plus[which] = plus[which] + step
+            minus[which] = minus[which] - step
+            expected[index] = np.sum(
+                _clamped_cosine(*plus, eps) - _clamped_cosine(*minus, eps)
+            ) / (2 * h)
+        np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("eps", [None, 1.0])
+def test_torch_second_derivatives(xp: ModuleType, library: Backend, eps: float | None) -> None:
+    # Gradient penalties differentiate a gradient (create_graph=True); the
+    # eager fast path's closed-form backward must then be differentiable too.
+    if library is not Backend.TORCH:
+        pytest.skip("torch.autograd.gradgradcheck needs torch tensors")
+    import torch
+
+    x1, x2 = _data(13), _data(14)
+    x1[0] *= 0.1  # below eps=1.0
+    inputs = tuple(asarray(xp, x).requires_grad_(True) for x in (x1, x2))
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: ck.cosine_similarity(a, b, eps=eps), inputs, eps=1e-6, atol=1e-6, rtol=1e-5
+    )

@@ -23,12 +23,22 @@ Design (see the "Numerics" docs page):
   costs a pass. One ``lax.cond`` on "any NaN" then picks the rescaled path
   for the whole batch, rarely. Elsewhere (Dask, compiled and transformed
   torch) the rescaled path runs on everything, branch-free.
+* **Closed-form backward.** Where a hand-written backward pays (eager
+  PyTorch recording a gradient, see ``_strategy.closed_form_backward``) and
+  every row is on the fast path, the similarity gets the gradient
+  ``d c / d x1 = (u2 - c u1) / ||x1||`` (with the eps clamp and the
+  straight-through clip folded in) instead of autograd's replay of every
+  operation; residuals are the per-row norms and cosine, and the backward
+  reads ``x1`` and ``x2`` once more. Batches with a row off the fast path
+  (zero, extreme, NaN, inf) keep autograd through both paths, so every
+  guarantee of those rows holds unchanged.
 * **Zero vectors** use the "double where" so that forward values are 0 and
   gradients are the subgradient 0, never NaN or ``1/eps``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from types import ModuleType
@@ -36,6 +46,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ._strategy import (
     clip_straight_through,
+    closed_form_backward,
     quiet_overflow,
     row_dot,
     row_dot_and_norms,
@@ -48,6 +59,7 @@ from ._strategy import (
 Array = Any
 
 
+@functools.cache
 def _norm_range(xp: ModuleType, dtype: Any) -> tuple[float, float]:
     """Norms in this range come from sums of squares without harmful rounding.
 
@@ -68,6 +80,15 @@ def _norm_range(xp: ModuleType, dtype: Any) -> tuple[float, float]:
 def _in_safe_range(xp: ModuleType, norm: Array) -> Array:
     low, high = _norm_range(xp, norm.dtype)
     return (norm >= low) & (norm <= high)
+
+
+def _both_in_safe_range(xp: ModuleType, norm1: Array, norm2: Array) -> Array:
+    """Whether both norms lie in the safe range: 5 operations instead of 7.
+
+    ``minimum`` and ``maximum`` propagate NaN, which fails both comparisons.
+    """
+    low, high = _norm_range(xp, norm1.dtype)
+    return (xp.minimum(norm1, norm2) >= low) & (xp.maximum(norm1, norm2) <= high)
 
 
 def _range_flag(xp: ModuleType, sum_of_squares: Array) -> Array:
@@ -299,51 +320,153 @@ def _repair_rows(
     return type(fast)(*merged)
 
 
-def _fast_cosine(
+def _clip(xp: ModuleType, cosine: Array) -> Array:
+    return clip_straight_through(xp, cosine, -1.0, 1.0)
+
+
+def _cosine_gradients(
+    xp: ModuleType,
+    grad: Array,
+    needed: tuple[bool, bool],
+    x1: Array,
+    x2: Array,
+    norm1: Array,
+    norm2: Array,
+    cosine: Array,
+    axis: int,
+    eps: float | None,
+) -> tuple[Array | None, Array | None]:
+    """The closed-form backward of ``_cosine_from_sums``, clip straight through.
+
+    With ``u = x / n`` and ``c = u1 . u2``, ``d c / d x1 = (u2 - c u1) / n1``.
+    With ``eps`` the result is ``c f1 f2``, ``f = min(n, eps) / eps``, whose
+    derivative ``u / eps`` where ``n < eps`` turns the coefficients into
+    ``a = f / n = 1 / max(n, eps)`` on the other vector and
+    ``b = [n >= eps] / n`` on the own one:
+    ``d / d x1 = f2 (a1 u2 - b1 c u1)``. Valid where both norms lie in the
+    safe range (the only rows it is used on): the unit vectors are formed
+    first, so nothing overflows or underflows.
+    """
+    unit1 = x1 / xp.expand_dims(norm1, axis=axis)
+    unit2 = x2 / xp.expand_dims(norm2, axis=axis)
+
+    def one(unit: Array, norm: Array, other: Array, other_factor: Array | None) -> Array:
+        """The gradient with respect to the vector of ``unit`` and ``norm``."""
+        scaled = grad if other_factor is None else grad * other_factor
+        if eps is None:
+            on_other, on_own = scaled / norm, scaled * cosine / norm
+        else:
+            on_other = scaled / xp.maximum(norm, xp.full_like(norm, eps))
+            on_own = xp.where(norm >= eps, scaled * cosine / norm, xp.zeros_like(norm))
+        return (
+            xp.expand_dims(on_other, axis=axis) * other - xp.expand_dims(on_own, axis=axis) * unit
+        )
+
+    factor1 = None if eps is None else _eps_factor(xp, norm1, None, eps)
+    factor2 = None if eps is None else _eps_factor(xp, norm2, None, eps)
+    return (
+        one(unit1, norm1, unit2, factor2) if needed[0] else None,
+        one(unit2, norm2, unit1, factor1) if needed[1] else None,
+    )
+
+
+def _recorded_residuals(
+    xp: ModuleType, x1: Array, x2: Array, axis: int
+) -> tuple[Array, Array, Array]:
+    """The norms and the cosine again, recorded: for a gradient of the gradient.
+
+    The residuals of the forward were taken outside the gradient; a
+    higher-order derivative needs their dependence on ``x1`` and ``x2``.
+    """
+    dot, norm1, norm2 = row_dot_and_norms(xp, x1, x2, axis)
+    return norm1, norm2, dot / (norm1 * norm2)
+
+
+def _cosine_from_sums(
+    xp: ModuleType, dot: Array, norm1: Array, norm2: Array, eps: float | None
+) -> Array:
+    cosine = dot / (norm1 * norm2)
+    if eps is not None:
+        cosine = cosine * _eps_factor(xp, norm1, None, eps) * _eps_factor(xp, norm2, None, eps)
+    return cosine
+
+
+def _fast_similarity(
     xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None
 ) -> _FastRows[_Cosine]:
-    with quiet_overflow():
-        dot, norm1, norm2 = row_dot_and_norms(xp, x1, x2, axis)
-    ok = _in_safe_range(xp, norm1) & _in_safe_range(xp, norm2)
+    """The one-pass similarity, with the closed-form backward where it pays.
+
+    With such a backward (see ``closed_form_backward``) the sums are taken
+    outside the gradient and the backward is attached to the result; should
+    some row need rescaling they are taken again, recorded, for the merge.
+    """
+    attach = closed_form_backward(xp, x1, x2)
+    plain1, plain2 = (x1, x2) if attach is None else (stop_gradient(xp, x1), stop_gradient(xp, x2))
+    with quiet_overflow(xp):
+        dot, norm1, norm2 = row_dot_and_norms(xp, plain1, plain2, axis)
+    ok = _both_in_safe_range(xp, norm1, norm2)
 
     def finish(all_ok: bool) -> _Cosine:
+        if all_ok and attach is not None:
+            # The unclipped cosine (without eps) is the residual of the backward.
+            cosine = dot / (norm1 * norm2)
+            value = cosine if eps is None else _cosine_from_sums(xp, dot, norm1, norm2, eps)
+            return _Cosine(
+                attach(
+                    xp.clip(value, -1.0, 1.0),
+                    lambda grad, needed, recorded, a, b: _cosine_gradients(
+                        xp,
+                        grad,
+                        needed,
+                        a,
+                        b,
+                        *(
+                            _recorded_residuals(xp, a, b, axis)
+                            if recorded
+                            else (norm1, norm2, cosine)
+                        ),
+                        axis,
+                        eps,
+                    ),
+                    x1,
+                    x2,
+                )
+            )
         d, n1, n2 = dot, norm1, norm2
+        if attach is not None:
+            with quiet_overflow(xp):
+                d, n1, n2 = row_dot_and_norms(xp, x1, x2, axis)
         if not all_ok:
             ones = _ones_like(xp, d)
             d = xp.where(ok, d, xp.zeros_like(d))
             n1 = xp.where(ok, n1, ones)
             n2 = xp.where(ok, n2, ones)
-        cosine = d / (n1 * n2)
-        if eps is not None:
-            cosine = cosine * _eps_factor(xp, n1, None, eps) * _eps_factor(xp, n2, None, eps)
-        return _Cosine(cosine)
+        return _Cosine(_clip(xp, _cosine_from_sums(xp, d, n1, n2, eps)))
 
     return ok, finish
 
 
-def _flagged_cosine_rows(
+def _flagged_similarity(
     xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None
 ) -> tuple[_Cosine, Array]:
     flagged = _flagged_cosine(xp, x1, x2, axis, eps)
-    return _Cosine(flagged), xp.any(xp.isnan(flagged))
+    return _Cosine(_clip(xp, flagged)), xp.any(xp.isnan(flagged))
 
 
-def cosine_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
-    """Unclipped cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``."""
+def similarity_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
+    """Cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``, clipped to [-1, 1].
+
+    The clip is straight-through (its gradient is the identity).
+    """
     return _by_path(
         xp,
         (x1, x2),
         axis,
         empty=lambda: _Cosine(row_dot(xp, x1, x2, axis)),
-        fast=lambda: _fast_cosine(xp, x1, x2, axis, eps),
-        flagged=lambda: _flagged_cosine_rows(xp, x1, x2, axis, eps),
-        rescaled=lambda a, b, ax: _Cosine(_rescaled_cosine(xp, a, b, ax, eps)),
+        fast=lambda: _fast_similarity(xp, x1, x2, axis, eps),
+        flagged=lambda: _flagged_similarity(xp, x1, x2, axis, eps),
+        rescaled=lambda a, b, ax: _Cosine(_clip(xp, _rescaled_cosine(xp, a, b, ax, eps))),
     ).cosine
-
-
-def similarity_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
-    """Cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``, clipped to [-1, 1]."""
-    return clip_straight_through(xp, cosine_rows(xp, x1, x2, axis, eps), -1.0, 1.0)
 
 
 def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> UnitRows:
@@ -352,7 +475,7 @@ def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> Un
 
 
 def _fast_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> _FastRows[UnitRows]:
-    with quiet_overflow():
+    with quiet_overflow(xp):
         norm = row_norm(xp, x, axis)
     ok = _in_safe_range(xp, norm)
 

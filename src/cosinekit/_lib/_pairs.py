@@ -60,9 +60,10 @@ def prepare_pair(
     result_dtype, compute_dtype = floating_dtypes(xp, x1, x2)
     shape = broadcast_shape(tuple(x1.shape), tuple(x2.shape), names=names)
     axis = normalize_axis(axis, len(shape))
-    x1, x2 = xp.broadcast_arrays(
-        xp.astype(x1, compute_dtype, copy=False), xp.astype(x2, compute_dtype, copy=False)
-    )
+    x1 = xp.astype(x1, compute_dtype, copy=False)
+    x2 = xp.astype(x2, compute_dtype, copy=False)
+    if x1.shape != x2.shape:
+        x1, x2 = xp.broadcast_arrays(x1, x2)
     if feature_weights is not None:
         root = _root_weights(xp, feature_weights, tuple(x1.shape), axis, compute_dtype)
         excluded = root == 0

@@ -76,20 +76,21 @@ def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
     dtypes are a ``TypeError``. Half-precision results (float16, bfloat16) are
     computed in float32.
     """
-    default_float = xp.__array_namespace_info__().default_dtypes()["real floating"]
     candidates = []
     for x in arrays:
         if xp.isdtype(x.dtype, "real floating"):
             candidates.append(x.dtype)
         elif xp.isdtype(x.dtype, ("integral", "bool")):
-            candidates.append(default_float)
+            candidates.append(xp.__array_namespace_info__().default_dtypes()["real floating"])
         elif xp.isdtype(x.dtype, "complex floating"):
             msg = f"complex inputs are not supported (got dtype {x.dtype})"
             raise TypeError(msg)
         else:
             msg = f"unsupported dtype {x.dtype}: expected real floating, integer or boolean"
             raise TypeError(msg)
-    result_dtype = xp.result_type(*candidates)
+    # One dtype (the common case) needs no promotion lookup.
+    same = all(dtype == candidates[0] for dtype in candidates)
+    result_dtype = candidates[0] if same else xp.result_type(*candidates)
     compute_dtype = xp.float32 if xp.finfo(result_dtype).bits < 32 else result_dtype
     return result_dtype, compute_dtype
 
