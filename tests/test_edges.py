@@ -445,3 +445,108 @@ def test_torch_meta_tensors_give_meta_results(library: Backend, dtype: str) -> N
     assert leaf.grad is not None
     assert leaf.grad.device.type == "meta"
     assert tuple(leaf.grad.shape) == (5, 3)
+
+
+# -- gradients do not cross rows -------------------------------------------------
+
+
+def _masked_pairwise_reference_grad(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """d/dx of sum(w * S) over the finite columns of S = cos(x, y), from plain torch."""
+    torch = pytest.importorskip("torch", reason="torch is the gradient reference")
+    keep = np.isfinite(y).all(-1)
+    t = torch.tensor(x, requires_grad=True)
+    unit_y = torch.nn.functional.normalize(torch.tensor(y[keep]), dim=-1)
+    similarity = torch.nn.functional.normalize(t, dim=-1) @ unit_y.T
+    (similarity * torch.tensor(w[:, keep])).sum().backward()
+    assert t.grad is not None
+    return t.grad.numpy()
+
+
+def test_pairwise_nan_row_of_y_does_not_spread_into_gradients(
+    library: Backend, xp: ModuleType
+) -> None:
+    if library not in (Backend.TORCH, Backend.JAX):
+        pytest.skip("gradients: PyTorch and JAX")
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((4, 3)), rng.standard_normal((5, 3))
+    y[2, 1] = np.nan
+    y[4, 0] = np.inf
+    w = rng.standard_normal((4, 5))
+    expected = _masked_pairwise_reference_grad(x, y, w)
+
+    def loss(a: Any, b: Any, weights: Any) -> Any:
+        s = ck.pairwise_cosine_similarity(a, b)
+        keep = xp.isfinite(s)
+        return xp.sum(xp.where(keep, s, xp.zeros_like(s)) * weights)
+
+    if library is Backend.TORCH:
+        import torch
+
+        b, weights = torch.tensor(y), torch.tensor(w)
+        a = torch.tensor(x, requires_grad=True)
+        value = ck.pairwise_cosine_similarity(a, b)
+        assert np.isnan(value.detach().numpy()[:, [2, 4]]).all()  # NaN still shows
+        loss(a, b, weights).backward()
+        grads = [a.grad, torch.func.grad(lambda u: loss(u, b, weights))(torch.tensor(x))]
+        compiled_input = torch.tensor(x, requires_grad=True)
+        torch.compile(lambda u: loss(u, b, weights), backend="eager")(compiled_input).backward()
+        grads.append(compiled_input.grad)
+        got = [g.numpy() for g in grads]
+    else:
+        import jax
+
+        b, weights = xp.asarray(y), xp.asarray(w)
+        gradient = jax.grad(lambda u: loss(u, b, weights))
+        jitted = jax.jit(jax.grad(loss))  # y an argument of the jit, concrete under grad
+        got = [np.asarray(gradient(xp.asarray(x))), np.asarray(jitted(xp.asarray(x), b, weights))]
+        # y traced too: the NaN row is then a tracer's.
+        both = jax.grad(lambda u, v: loss(u, v, weights))(xp.asarray(x), b)
+        got.append(np.asarray(both))
+    for grad in got:
+        np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_row_wise_non_finite_partner_affects_only_its_row(
+    library: Backend, xp: ModuleType
+) -> None:
+    """A finite x1 paired with an inf x2: that row's gradient is NaN or 0; other rows exact."""
+    if library not in (Backend.TORCH, Backend.JAX):
+        pytest.skip("gradients: PyTorch and JAX")
+    torch = pytest.importorskip("torch", reason="torch is the gradient reference")
+    x1 = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 0.0], [-2.0, 0.5, 1.0]])
+    x2 = np.array([[np.inf, 1.0, 0.0], [2.0, 1.0, 1.0], [1.0, np.nan, 1.0]])
+    reference = torch.tensor(x1, requires_grad=True)
+    torch.nn.functional.cosine_similarity(reference[1:2], torch.tensor(x2[1:2])).sum().backward()
+    assert reference.grad is not None
+    expected_row = reference.grad.numpy()[1]
+
+    def nan_free_sum(s: Any) -> Any:
+        return xp.sum(xp.where(xp.isnan(s), xp.zeros_like(s), s))
+
+    if library is Backend.TORCH:
+        a = torch.tensor(x1, requires_grad=True)
+        nan_free_sum(ck.cosine_similarity(a, torch.tensor(x2))).backward()
+        assert a.grad is not None
+        grads = [
+            a.grad.numpy(),
+            torch.func.grad(lambda u: nan_free_sum(ck.cosine_similarity(u, torch.tensor(x2))))(
+                torch.tensor(x1)
+            ).numpy(),
+        ]
+    else:
+        import jax
+
+        gradient = jax.grad(lambda u: nan_free_sum(ck.cosine_similarity(u, xp.asarray(x2))))
+        grads = [
+            np.asarray(gradient(xp.asarray(x1))),
+            np.asarray(
+                jax.jit(jax.grad(lambda u, v: nan_free_sum(ck.cosine_similarity(u, v))))(
+                    xp.asarray(x1), xp.asarray(x2)
+                )
+            ),
+        ]
+    for grad in grads:
+        np.testing.assert_allclose(grad[1], expected_row, rtol=1e-12)
+        for row in (0, 2):
+            # Each entry NaN (the fast paths, as torch's own) or 0 (the branch-free path).
+            assert (np.isnan(grad[row]) | (grad[row] == 0)).all(), grad[row]

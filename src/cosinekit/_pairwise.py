@@ -10,9 +10,12 @@ from array_api_compat import device as array_device
 from ._lib._kernels import unit_rows
 from ._lib._strategy import (
     clip_straight_through,
+    gradient_may_flow,
     one_minus,
     row_dot,
     set_diagonal,
+    stop_gradient,
+    values_are_readable,
     writable_in_place,
 )
 from ._lib._validation import broadcast_shape, floating_dtypes, namespace_of, positive_eps
@@ -36,6 +39,32 @@ def _unit(xp: ModuleType, x: Array, eps: float | None) -> tuple[Array, Array]:
     """
     rows = unit_rows(xp, x, -1, eps)
     return rows.clamped(xp, -1), row_dot(xp, rows.unit, rows.unit, -1)
+
+
+def _non_finite_rows_reach_gradients(
+    xp: ModuleType, unit_x: Array, unit_y: Array, self_dot_x: Array, self_dot_y: Array
+) -> bool:
+    """Whether a NaN unit row could spread NaN into the gradients of every other row.
+
+    The backward of ``unit_x @ unit_y.T`` multiplies the upstream gradient
+    (0 where the loss masks a NaN entry out) by the other side's unit rows,
+    and 0 * NaN is NaN: one NaN row in ``y`` would make the gradient of every
+    row of ``x`` NaN. Only where a gradient may flow, and, where values are
+    readable, only when some row is not finite.
+    """
+    if not (gradient_may_flow(xp, unit_x) or gradient_may_flow(xp, unit_y)):
+        return False
+    if not (values_are_readable(xp, self_dot_x) and values_are_readable(xp, self_dot_y)):
+        return True
+    return not bool(xp.all(xp.isfinite(self_dot_x)) & xp.all(xp.isfinite(self_dot_y)))
+
+
+def _zero_non_finite_rows(xp: ModuleType, unit: Array, self_dot: Array) -> tuple[Array, Array]:
+    """``unit`` with NaN rows zeroed, and per row 0 or NaN to add back outside the gradient."""
+    finite = xp.isfinite(self_dot)
+    clean = xp.where(xp.expand_dims(finite, axis=-1), unit, xp.zeros_like(unit))
+    nan = xp.where(finite, xp.zeros_like(self_dot), xp.full_like(self_dot, float("nan")))
+    return clean, stop_gradient(xp, nan)
 
 
 # A half-precision result is computed in float32 blocks of at most this
@@ -82,7 +111,15 @@ def _pairwise(
             raise ValueError(msg) from None
     eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
     unit_x, self_dot = _unit(xp, xp.astype(x, compute_dtype, copy=False), eps)
-    unit_y = unit_x if y is None else _unit(xp, xp.astype(y, compute_dtype, copy=False), eps)[0]
+    unit_y, self_dot_y = (
+        (unit_x, self_dot)
+        if y is None
+        else _unit(xp, xp.astype(y, compute_dtype, copy=False), eps)
+    )
+    nan_x, nan_y = None, None
+    if _non_finite_rows_reach_gradients(xp, unit_x, unit_y, self_dot, self_dot_y):
+        unit_x, nan_x = _zero_non_finite_rows(xp, unit_x, self_dot)
+        unit_y, nan_y = _zero_non_finite_rows(xp, unit_y, self_dot_y)
     unit_y_t = xp.matrix_transpose(unit_y)
     diagonal: Array | float | None = None
     if zero_diagonal:
@@ -98,7 +135,11 @@ def _pairwise(
         """Rows ``start:stop`` of the result, in the compute dtype."""
         rows = unit_x if stop is None else unit_x[..., start:stop, :]
         # One matrix product of unit rows: (..., n, d) @ (..., d, m), never (n, m, d).
-        values = clip_straight_through(xp, xp.matmul(rows, unit_y_t), -1.0, 1.0, owned=True)
+        values = xp.matmul(rows, unit_y_t)
+        if nan_x is not None and nan_y is not None:
+            own_nan = nan_x if stop is None else nan_x[..., start:stop]
+            values = values + (xp.expand_dims(own_nan, axis=-1) + xp.expand_dims(nan_y, axis=-2))
+        values = clip_straight_through(xp, values, -1.0, 1.0, owned=True)
         if distance:
             # Clipped to [-1, 1] first, so this lies in [0, 2].
             values = one_minus(xp, values, owned=True)

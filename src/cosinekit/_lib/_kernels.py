@@ -202,8 +202,11 @@ def _rescaled_cosine(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float
     cosine = row_dot(xp, unit1, unit2, axis)
     if factor1 is not None:
         cosine = cosine * factor1 * factor2
-    # NaN is set here, after the dot, so that a non-finite x1 leaves the
-    # gradient with respect to x2 at 0 instead of NaN.
+    # NaN is set here, after the dot of the zeroed unit vectors, so that on
+    # this path the gradient with respect to a finite x2 paired with a
+    # non-finite x1 is 0. The fast paths' dot reads the raw values (0 * inf
+    # in its backward), so there, as in torch's and JAX's own functions, it
+    # is NaN. Either way only that row's gradient is affected (docs: Numerics).
     finite = xp.squeeze(finite1 & finite2, axis=axis)
     return xp.where(finite, cosine, xp.full_like(cosine, float("nan")))
 

@@ -485,3 +485,25 @@ def set_diagonal(
     else:
         fill = xp.expand_dims(values, axis=-1)
     return xp.where(on_diagonal, fill, matrix)
+
+
+def gradient_may_flow(xp: ModuleType, x: Array) -> bool:
+    """Whether a gradient may be taken through computations on ``x``.
+
+    JAX tracers (``grad``, and ``jit``, which may sit inside a ``grad``),
+    PyTorch tensors that record autograd, or that ``torch.compile`` or a
+    ``torch.func`` transform traces. Libraries without autodiff: never.
+    """
+    if is_jax_namespace(xp):
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if is_torch_namespace(xp):
+        import torch
+
+        return (
+            torch.compiler.is_compiling()
+            or _inside_torch_func(x)
+            or (torch.is_grad_enabled() and x.requires_grad)
+        )
+    return False
