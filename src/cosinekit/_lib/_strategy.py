@@ -84,6 +84,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import math
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -362,6 +363,44 @@ def dask_search_chunks(
         dtype=np.float64,
         align_arrays=False,
     )
+
+
+def dask_search_pairs(
+    queries: Array,
+    keys: Array,
+    search: Callable[[Array, Array, int, int], tuple[Array, Array, Array]],
+    combine: Callable[[list[tuple[Array, Array, Array]]], tuple[Array, Array, Array]],
+    index_dtype: Any,
+) -> tuple[Array, Array, Array]:
+    """Lazy 1-D results of unknown length: one task per (query chunk, key chunk).
+
+    ``search(query_chunk, key_chunk, query_start, key_start)`` returns
+    ``(query_indices, key_indices, values)`` of that pair of chunks;
+    ``combine`` orders the parts of one query chunk. The query chunks'
+    results are concatenated in order.
+    """
+    import dask
+    import dask.array as da
+
+    queries = queries.rechunk({1: -1})
+    keys = keys.rechunk({1: -1})
+    query_starts = np.cumsum((0, *queries.chunks[0][:-1]))
+    key_starts = np.cumsum((0, *keys.chunks[0][:-1]))
+    key_chunks = keys.to_delayed()[:, 0]
+    outputs: tuple[list[Array], list[Array], list[Array]] = ([], [], [])
+    for query_chunk, query_start in zip(queries.to_delayed()[:, 0], query_starts, strict=True):
+        parts = [
+            dask.delayed(search)(query_chunk, key_chunk, int(query_start), int(key_start))
+            for key_chunk, key_start in zip(key_chunks, key_starts, strict=True)
+        ]
+        ordered = dask.delayed(combine, nout=3)(parts)
+        for output, part, dtype in zip(
+            outputs, ordered, (index_dtype, index_dtype, queries.dtype), strict=True
+        ):
+            meta = da.utils.meta_from_array(queries, ndim=1, dtype=dtype)
+            output.append(da.from_delayed(part, shape=(math.nan,), dtype=dtype, meta=meta))
+    query_indices, key_indices, values = (da.concatenate(output) for output in outputs)
+    return query_indices, key_indices, values
 
 
 def top_k_positions(xp: ModuleType, x: Array, k: int) -> Array:
