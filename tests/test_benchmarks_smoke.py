@@ -38,3 +38,18 @@ def test_quick_benchmark_writes_ratios(tmp_path: Path) -> None:
         assert seconds["limit"] > 0
         assert row["ratios"]["x limit"] == pytest.approx(seconds["cosinekit"] / seconds["limit"])
     assert (tmp_path / "benchmarks.png").stat().st_size > 0
+
+
+def test_quick_search_benchmark_prints_the_faiss_ratios() -> None:
+    pytest.importorskip("faiss", reason="the search benchmark compares with faiss")
+    completed = subprocess.run(
+        [sys.executable, str(RUN.parent / "search.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| faiss IndexFlatIP |" in completed.stdout
+    assert "| cosine_topk numpy |" in completed.stdout
+    assert "peak extra memory" in completed.stdout
