@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from test_topk import axis_keys, similarity_matrix
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy, xp_assert_close, xp_assert_equal
+from _support import (
+    Backend,
+    asarray,
+    counting_dask_computes,
+    to_numpy,
+    xp_assert_close,
+    xp_assert_equal,
+)
 
 RNG = np.random.default_rng(12)
 
@@ -359,14 +366,8 @@ def test_dask_range_is_lazy_with_unknown_length(xp: ModuleType, library: Backend
         pytest.skip("laziness is a Dask property")
     import dask
 
-    calls = [0]
-
-    def counting_get(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return dask.get(*args, **kwargs)
-
     items = axis_keys(21, 3, RNG)
-    with dask.config.set(scheduler=counting_get):
+    with counting_dask_computes() as calls:
         rows, cols, values = ck.cosine_range_search(
             asarray(xp, items), asarray(xp, items), 0.5, exclude_self=True
         )
