@@ -16,7 +16,6 @@ from ._lib._validation import (
     choice,
     floating_dtypes,
     namespace_of,
-    positive_eps,
     real_number,
 )
 from ._similarity import _clipped_similarity
@@ -149,16 +148,16 @@ def cosine_distance_loss(
         labels,
         predictions,
         axis=axis,
+        eps=eps,
         feature_weights=None,
         xp=xp,
         names=("labels", "predictions"),
     )
-    eps = positive_eps(eps)
     weights = _per_example_weights(pair, weights, pair.x1.ndim, "weights")
     if assume_normalized:
         loss = 1 - row_dot(pair.xp, pair.x1, pair.x2, pair.axis)
     else:
-        loss = 1 - _clipped_similarity(pair, eps)
+        loss = 1 - _clipped_similarity(pair)
     return pair.finish(_reduce(pair.xp, loss, weights, reduction), keepdims=False)
 
 
@@ -186,8 +185,11 @@ def cosine_embedding_loss(
     target : array
         1 for pairs that should align, -1 for pairs that should not. It
         broadcasts to the per-example shape (the inputs without ``axis``).
+        A real, integer or boolean dtype; strings, objects and complex
+        numbers are a ``TypeError``.
     margin : float, optional
         The margin for ``target == -1``, usually in ``[-1, 1]``. Default 0.
+        NaN and infinite margins are a ``ValueError``.
     axis : int, optional
         The feature axis. Default -1.
     reduction : str, optional
@@ -219,10 +221,16 @@ def cosine_embedding_loss(
     if margin_value is None:
         msg = f"margin must be a real number, got {type(margin).__name__}"
         raise TypeError(msg)
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=None, xp=xp)
+    if not math.isfinite(margin_value):
+        # NaN would make every negative pair's loss NaN, +inf zero and -inf
+        # infinite: none of them is a margin.
+        msg = f"margin must be finite, got {margin!r}"
+        raise ValueError(msg)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp)
     namespace_of(pair.x1, target, names=("inputs", "target"), xp=None)
-    if _is_complex(pair.xp, target):
-        msg = f"target must be real, got dtype {target.dtype}"
+    if not pair.xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+        # Strings and objects compare unequal to 1 and -1: every loss would be 0.
+        msg = f"target must have a real or integer dtype, got dtype {target.dtype}"
         raise TypeError(msg)
     loss_shape = _loss_shape(pair)
     if broadcast_shape(tuple(target.shape), loss_shape, names=("target", "loss")) != loss_shape:
@@ -232,7 +240,9 @@ def cosine_embedding_loss(
         )
         raise ValueError(msg)
     xp = pair.xp
-    cosine = _clipped_similarity(pair, positive_eps(eps))
+    cosine = _clipped_similarity(pair)
+    # As numbers: a boolean True is 1, and array-api-strict compares bool with bool only.
+    target = xp.astype(target, cosine.dtype, copy=False)
     zero = xp.zeros_like(cosine)
     loss = xp.where(
         target == 1,
@@ -240,8 +250,3 @@ def cosine_embedding_loss(
         xp.where(target == -1, xp.maximum(cosine - margin_value, zero), zero),
     )
     return pair.finish(_reduce(xp, loss, None, reduction), keepdims=False)
-
-
-def _is_complex(xp: ModuleType, x: Array) -> bool:
-    """Whether ``x`` has a complex dtype."""
-    return bool(xp.isdtype(x.dtype, "complex floating"))
