@@ -214,11 +214,11 @@ def bench(session: nox.Session) -> None:
         "faiss-cpu",  # the reference of the search benchmark (a peer, not a dependency)
         "dask[array,distributed]",
     )
-    search_only = ("--dask", "--skip-speed")
+    search_only = ("--dask", "--skip-memory")
     session.run(
         "python",
         "benchmarks/run.py",
         *[arg for arg in session.posargs if not arg.startswith(search_only)],
     )
-    # Top-k and range search against faiss; add --dask for the cluster run (minutes).
+    # Search memory at scale; add --dask for the cluster run (minutes).
     session.run("python", "benchmarks/search.py", *session.posargs)

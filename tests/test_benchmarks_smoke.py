@@ -50,8 +50,7 @@ def test_quick_benchmark_writes_ratios(tmp_path: Path) -> None:
     assert (tmp_path / "benchmarks.png").stat().st_size > 0
 
 
-def test_quick_search_benchmark_prints_the_faiss_ratios() -> None:
-    pytest.importorskip("faiss", reason="the search benchmark compares with faiss")
+def test_quick_search_benchmark_prints_the_peak_memory() -> None:
     completed = subprocess.run(
         [sys.executable, str(RUN.parent / "search.py"), "--quick"],
         capture_output=True,
@@ -60,6 +59,4 @@ def test_quick_search_benchmark_prints_the_faiss_ratios() -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "| faiss IndexFlatIP |" in completed.stdout
-    assert "| cosine_topk numpy |" in completed.stdout
-    assert "peak extra memory" in completed.stdout
+    assert "peak extra memory, NumPy cosine_topk" in completed.stdout
