@@ -237,6 +237,8 @@ def _traced_topk(inputs: SearchInputs, k: int, progress: Progress | None) -> tup
             states[i] = select_traced(
                 xp, states[i], xp.matmul(block, unit_keys), columns, excluded, k
             )
+        if progress is not None:
+            progress(min(start + key_rows, inputs.m), inputs.m)
     values = xp.concat([state[0] for state in states if state is not None], axis=0)
     indices = xp.concat([state[1] for state in states if state is not None], axis=0)
     values = xp.where(values == NAN_RANK, xp.full_like(values, math.nan), values)
