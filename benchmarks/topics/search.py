@@ -34,7 +34,7 @@ class Sizes:
 
 
 FULL = Sizes(1000, 200_000, 128, 10, 0.3)
-QUICK = Sizes(100, 20_000, 32, 5, 0.5)
+QUICK = Sizes(64, 4000, 16, 5, 0.5)
 FULL_SHAPE = f"{FULL.queries}x{FULL.keys}x{FULL.features}"
 LIMIT_BLOCK = 4096
 
