@@ -162,6 +162,32 @@ def random_pair(
     return inputs
 
 
+def row_pair_cases(
+    case: str,
+    backend: Backend,
+    rng: np.random.Generator,
+    shapes: Sequence[tuple[int, int]],
+    ours: Fn,
+    limit: Fn | Mapping[str, Fn],
+    peers: dict[str, Fn],
+    dtype: Any = np.float32,
+) -> list[Case]:
+    """One case per ``(rows, features)`` shape, on two random inputs of that shape."""
+    return [
+        Case(
+            case,
+            backend,
+            f"{n}x{d}",
+            np.dtype(dtype).name,
+            random_pair(backend, rng, (n, d), (n, d), dtype),
+            ours,
+            limit,
+            peers,
+        )
+        for n, d in shapes
+    ]
+
+
 class Progress:
     """One status line per measurement, with the elapsed time of the run."""
 

@@ -79,10 +79,12 @@ def write_json(
         "versions": _versions(),
         "results": [
             {
+                "topic": r.topic,
                 "case": r.case,
                 "backend": r.backend,
                 "shape": r.shape,
                 "dtype": r.dtype,
+                "device": r.device,
                 "seconds": {"cosinekit": r.ours, "limit": r.limit, **r.limits, **r.peers},
                 "ratios": r.ratios(),
             }

@@ -41,11 +41,21 @@ if not __package__:
     # Run as ``python benchmarks/run.py``: make the ``benchmarks`` package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import THREADS
+# The thread count must be fixed before NumPy, PyTorch or XLA start their pools,
+# so --threads is read before anything else is imported.
+_threads = argparse.ArgumentParser(add_help=False)
+_threads.add_argument("--threads", type=int)
+_THREADS_ASKED = _threads.parse_known_args()[0].threads
+if _THREADS_ASKED is not None:
+    os.environ["COSINEKIT_BENCH_THREADS"] = str(_THREADS_ASKED)
 
-# The thread count must be fixed before NumPy, PyTorch or XLA start their pools.
+from benchmarks import THREADS  # noqa: E402 (after the thread setting above)
+
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, str(THREADS))
+    if _THREADS_ASKED is None:
+        os.environ.setdefault(_variable, str(THREADS))
+    else:
+        os.environ[_variable] = str(THREADS)
 
 from benchmarks import report  # noqa: E402 (after the thread settings above)
 from benchmarks.backends import LIBRARIES, available_backends  # noqa: E402
@@ -90,6 +100,13 @@ def _parser(topic_names: list[str]) -> argparse.ArgumentParser:
         default=None,
         help="torch.compile backend of the compiled cases (default: inductor; "
         "aot_eager with --quick, which traces without generating code)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help=f"threads for every library (default: {THREADS}; on a loaded machine "
+        "one thread gives steadier small-batch ratios)",
     )
     parser.add_argument(
         "--one-process",

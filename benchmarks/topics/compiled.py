@@ -14,42 +14,40 @@ import numpy as np
 
 import cosinekit as ck
 from benchmarks.backends import Backend
-from benchmarks.harness import Case, Target, Topic, random_pair
+from benchmarks.harness import Case, Target, Topic, row_pair_cases
 from benchmarks.peers import MEAN_COSINE_DISTANCE, ROWWISE, resolve
 
 FORWARD = "row-wise similarity"
 TRAINING = "loss forward+backward"
 FULL = (200_000, 256)
-QUICK = (2000, 32)
+QUICK = (256, 16)  # below PyTorch's parallel grain: the quick run times tracing, not threads
 
 
 def cases(backend: Backend, quick: bool) -> list[Case]:
-    n, d = QUICK if quick else FULL
+    shape = QUICK if quick else FULL
     rng = np.random.default_rng(5)
     limit = backend.row_dot_limit()
-    forward = Case(
+    forward = row_pair_cases(
         FORWARD,
         backend,
-        f"{n}x{d}",
-        "float32",
-        random_pair(backend, rng, (n, d), (n, d)),
+        rng,
+        [shape],
         backend.compile(ck.cosine_similarity),
         limit,
         resolve(ROWWISE, backend),
     )
     if backend.gradient is None:
-        return [forward]
-    training = Case(
+        return forward
+    training = row_pair_cases(
         TRAINING,
         backend,
-        f"{n}x{d}",
-        "float32",
-        random_pair(backend, rng, (n, d), (n, d)),
+        rng,
+        [shape],
         backend.gradient(ck.cosine_distance_loss),
         limit,
         resolve(MEAN_COSINE_DISTANCE, backend, backend.gradient),
     )
-    return [forward, training]
+    return forward + training
 
 
 TARGETS = (

@@ -11,7 +11,7 @@ import numpy as np
 
 import cosinekit as ck
 from benchmarks.backends import Backend
-from benchmarks.harness import Case, Target, Topic, random_pair
+from benchmarks.harness import Case, Target, Topic, row_pair_cases
 from benchmarks.peers import ROWWISE, resolve
 
 
@@ -32,22 +32,20 @@ def cases(backend: Backend, quick: bool) -> list[Case]:
     ours = backend.compile(ck.cosine_similarity)
     limit = backend.row_dot_limit()
     peers = resolve(ROWWISE, backend)
-    plans = [
-        ("row-wise similarity", sizes.rows, sizes.features, np.float32),
-        ("row-wise similarity (float64)", sizes.f64_rows, sizes.features, np.float64),
-    ]
     return [
-        Case(
-            name,
+        *row_pair_cases(
+            "row-wise similarity", backend, rng, [(sizes.rows, sizes.features)], ours, limit, peers
+        ),
+        *row_pair_cases(
+            "row-wise similarity (float64)",
             backend,
-            f"{n}x{d}",
-            np.dtype(dtype).name,
-            random_pair(backend, rng, (n, d), (n, d), dtype),
+            rng,
+            [(sizes.f64_rows, sizes.features)],
             ours,
             limit,
             peers,
-        )
-        for name, n, d, dtype in plans
+            np.float64,
+        ),
     ]
 
 

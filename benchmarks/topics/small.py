@@ -11,7 +11,7 @@ import numpy as np
 
 import cosinekit as ck
 from benchmarks.backends import Backend
-from benchmarks.harness import Case, Target, Topic, random_pair
+from benchmarks.harness import Case, Target, Topic, row_pair_cases
 from benchmarks.peers import ROWWISE, resolve
 
 CASE = "forward (small batch)"
@@ -24,19 +24,8 @@ def cases(backend: Backend, quick: bool) -> list[Case]:
     ours = backend.compile(ck.cosine_similarity)
     limit = backend.row_dot_limit()
     peers = resolve(ROWWISE, backend)
-    return [
-        Case(
-            CASE,
-            backend,
-            f"{n}x{d}",
-            "float32",
-            random_pair(backend, rng, (n, d), (n, d)),
-            ours,
-            limit,
-            peers,
-        )
-        for n, d in (QUICK if quick else FULL)
-    ]
+    shapes = QUICK if quick else FULL
+    return row_pair_cases(CASE, backend, rng, shapes, ours, limit, peers)
 
 
 TARGETS = tuple(

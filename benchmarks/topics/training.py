@@ -16,7 +16,7 @@ import numpy as np
 
 import cosinekit as ck
 from benchmarks.backends import Backend
-from benchmarks.harness import Case, Target, Topic, random_pair
+from benchmarks.harness import Case, Target, Topic, row_pair_cases
 from benchmarks.peers import MEAN_COSINE_DISTANCE, resolve
 
 CASE = "loss forward+backward"
@@ -31,19 +31,8 @@ def cases(backend: Backend, quick: bool) -> list[Case]:
     ours = backend.gradient(ck.cosine_distance_loss)
     limit = backend.row_dot_limit()
     peers = resolve(MEAN_COSINE_DISTANCE, backend, backend.gradient)
-    return [
-        Case(
-            CASE,
-            backend,
-            f"{n}x{d}",
-            "float32",
-            random_pair(backend, rng, (n, d), (n, d)),
-            ours,
-            limit,
-            peers,
-        )
-        for n, d in (QUICK if quick else FULL)
-    ]
+    shapes = QUICK if quick else FULL
+    return row_pair_cases(CASE, backend, rng, shapes, ours, limit, peers)
 
 
 def _jax_target(shape: str) -> Target:

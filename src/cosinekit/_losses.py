@@ -8,17 +8,17 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._kernels import safe_divide
+from ._lib._kernels import safe_divide, similarity_rows
 from ._lib._pairs import Pair, prepare_pair
 from ._lib._strategy import row_dot
 from ._lib._validation import (
     broadcast_shape,
     choice,
     floating_dtypes,
+    known_count,
     namespace_of,
     real_number,
 )
-from ._similarity import _clipped_similarity
 
 Array = Any
 
@@ -31,14 +31,6 @@ EMBEDDING_LOSS_REDUCTIONS = ("none", "sum", "mean")
 def _loss_shape(pair: Pair) -> tuple[int | None, ...]:
     shape = tuple(pair.x1.shape)
     return shape[: pair.axis + len(shape)] + shape[pair.axis + len(shape) + 1 :]
-
-
-def _count(xp: ModuleType, loss: Array) -> Array:
-    """The number of per-example losses, as an array (lazy sizes stay lazy)."""
-    size = math.prod(loss.shape) if None not in loss.shape else None
-    if size is None or (isinstance(size, float) and math.isnan(size)):
-        return xp.sum(xp.ones_like(loss))
-    return xp.asarray(size, dtype=loss.dtype, device=array_device(loss))
 
 
 def _per_example_weights(pair: Pair, weights: Any, input_ndim: int, name: str) -> Array | None:
@@ -78,7 +70,12 @@ def _reduce(xp: ModuleType, loss: Array, weights: Array | None, reduction: str) 
     elif reduction == "sum_by_nonzero_weights" and weights is not None:
         denominator = xp.sum(xp.astype(weights != 0, loss.dtype))
     else:  # sum_over_batch_size, or mean and nonzero count with unit weights
-        denominator = _count(xp, loss)
+        count = known_count(loss)
+        if count is None:  # lazy sizes stay lazy
+            denominator = xp.sum(xp.ones_like(loss))
+        else:
+            # A Python number: no scalar array to copy to the device.
+            return total / count if count else xp.zeros_like(total)
     return safe_divide(xp, total, denominator)
 
 
@@ -157,7 +154,7 @@ def cosine_distance_loss(
     if assume_normalized:
         loss = 1 - row_dot(pair.xp, pair.x1, pair.x2, pair.axis)
     else:
-        loss = 1 - _clipped_similarity(pair)
+        loss = 1 - similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
     return pair.finish(_reduce(pair.xp, loss, weights, reduction), keepdims=False)
 
 
@@ -240,7 +237,7 @@ def cosine_embedding_loss(
         )
         raise ValueError(msg)
     xp = pair.xp
-    cosine = _clipped_similarity(pair)
+    cosine = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
     # As numbers: a boolean True is 1, and array-api-strict compares bool with bool only.
     target = xp.astype(target, cosine.dtype, copy=False)
     zero = xp.zeros_like(cosine)

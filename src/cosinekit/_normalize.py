@@ -63,7 +63,5 @@ def l2_normalize(
     axis = normalize_axis(axis, x.ndim)
     eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
     x = xp.astype(x, compute_dtype, copy=False)
-    unit, *factor = unit_rows(xp, x, axis, eps)
-    if factor:
-        unit = unit * xp.expand_dims(factor[0], axis=axis)
+    unit = unit_rows(xp, x, axis, eps).clamped(xp, axis)
     return xp.astype(unit, result_dtype, copy=False)

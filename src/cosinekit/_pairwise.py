@@ -28,11 +28,8 @@ def _unit(xp: ModuleType, x: Array, eps: float | None) -> tuple[Array, Array]:
     The second array is about 1 for a nonzero row, 0 for a zero row and NaN
     for a row holding NaN or inf; it decides the diagonal of ``y=None``.
     """
-    unit, *factor = unit_rows(xp, x, -1, eps)
-    self_dot = row_dot(xp, unit, unit, -1)
-    if factor:
-        unit = unit * xp.expand_dims(factor[0], axis=-1)
-    return unit, self_dot
+    rows = unit_rows(xp, x, -1, eps)
+    return rows.clamped(xp, -1), row_dot(xp, rows.unit, rows.unit, -1)
 
 
 def _similarity(

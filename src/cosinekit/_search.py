@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -22,7 +21,7 @@ from ._lib._select import (
     update_eager,
 )
 from ._lib._strategy import dask_search_chunks, prunes_by_value, values_are_readable
-from ._lib._validation import floating_dtypes, namespace_of
+from ._lib._validation import floating_dtypes, integer, known_size, namespace_of
 
 Array = Any
 Progress = Callable[[int, int], object]
@@ -52,23 +51,8 @@ def block_rows(n: int, m: int, d: int, itemsize: int, chunk_size: int | None) ->
     return query_rows, max(1, min(m, key_rows))
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        msg = f"{name} must be an integer, got {type(value).__name__}"
-        raise TypeError(msg)
-    return int(value)
-
-
-def _known_size(x: Array, axis: int, name: str) -> int:
-    size = x.shape[axis]
-    if size is None or (isinstance(size, float) and math.isnan(size)):
-        msg = f"{name} must have a known shape, got {tuple(x.shape)}"
-        raise ValueError(msg)
-    return int(size)
-
-
 def _unit(xp: ModuleType, x: Array) -> Array:
-    return unit_rows(xp, x, -1, None)[0]
+    return unit_rows(xp, x, -1, None).unit
 
 
 def _starts(size: int, step: int) -> range:
@@ -104,11 +88,11 @@ class SearchInputs:
                 f"{tuple(queries.shape)} and {tuple(keys.shape)}"
             )
             raise ValueError(msg)
-        self.n = _known_size(queries, 0, "queries")
-        self.m = _known_size(keys, 0, "keys")
+        self.n = known_size(queries, 0, "queries")
+        self.m = known_size(keys, 0, "keys")
         self.chunk_size: int | None = None
         if chunk_size is not None:
-            self.chunk_size = _positive_int(chunk_size, "chunk_size")
+            self.chunk_size = integer(chunk_size, "chunk_size")
             if self.chunk_size <= 0:
                 msg = f"chunk_size must be positive, got {self.chunk_size}"
                 raise ValueError(msg)
@@ -421,7 +405,7 @@ def cosine_topk(
     """
     inputs = SearchInputs(queries, keys, xp, chunk_size, exclude_self)
     xp = inputs.xp
-    k = _positive_int(k, "k")
+    k = integer(k, "k")
     limit = inputs.m - 1 if inputs.exclude_self else inputs.m
     if not 1 <= k <= limit:
         what = (

@@ -6,18 +6,13 @@ import math
 from types import ModuleType
 from typing import Any
 
-from ._lib._kernels import cosine_rows, unit_rows
-from ._lib._pairs import Pair, prepare_pair
+from ._lib._kernels import similarity_rows, unit_rows
+from ._lib._pairs import prepare_pair
 from ._lib._strategy import clip_straight_through, row_dot, row_norm
 
 Array = Any
 
 __all__ = ["angular_distance", "cosine_distance", "cosine_similarity"]
-
-
-def _clipped_similarity(pair: Pair) -> Array:
-    cosine = cosine_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
-    return clip_straight_through(pair.xp, cosine, -1.0, 1.0)
 
 
 def cosine_similarity(
@@ -88,7 +83,8 @@ def cosine_similarity(
 
     """
     pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
-    return pair.finish(_clipped_similarity(pair), keepdims=keepdims)
+    similarity = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    return pair.finish(similarity, keepdims=keepdims)
 
 
 def cosine_distance(
@@ -138,7 +134,8 @@ def cosine_distance(
 
     """
     pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
-    return pair.finish(1 - _clipped_similarity(pair), keepdims=keepdims)
+    similarity = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    return pair.finish(1 - similarity, keepdims=keepdims)
 
 
 def angular_distance(
@@ -196,18 +193,18 @@ def angular_distance(
     """
     pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
     xp, axis, eps = pair.xp, pair.axis, pair.eps
-    unit1, *factor1 = unit_rows(xp, pair.x1, axis, eps)
-    unit2, *factor2 = unit_rows(xp, pair.x2, axis, eps)
+    unit1, factor1 = unit_rows(xp, pair.x1, axis, eps)
+    unit2, factor2 = unit_rows(xp, pair.x2, axis, eps)
     half_angle = xp.atan2(row_norm(xp, unit1 - unit2, axis), row_norm(xp, unit1 + unit2, axis))
     # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5. The
     # test is "both zero" by equality, which is False for a NaN unit vector
     # (NaN or inf in the input), so NaN stays NaN.
     both_zero = (row_dot(xp, unit1, unit1, axis) == 0) & (row_dot(xp, unit2, unit2, axis) == 0)
     angle = xp.where(both_zero, xp.full_like(half_angle, 0.5), half_angle * (2 / math.pi))
-    if eps is not None:
+    if factor1 is not None and factor2 is not None:
         # Where eps clamps a norm, use the angle of the clamped cosine; it is
         # strictly inside (-1, 1) there, where arccos is accurate.
-        shrink = factor1[0] * factor2[0]
+        shrink = factor1 * factor2
         clamped = shrink < 1
         cosine = xp.where(clamped, row_dot(xp, unit1, unit2, axis) * shrink, xp.zeros_like(shrink))
         angle = xp.where(clamped, xp.acos(xp.clip(cosine, -1.0, 1.0)) / math.pi, angle)

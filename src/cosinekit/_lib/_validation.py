@@ -108,6 +108,29 @@ def _known(n: int | float | None) -> bool:
     return n is not None and not (isinstance(n, float) and math.isnan(n))
 
 
+def integer(value: object, name: str) -> int:
+    """``value`` as an ``int``; a bool, float or anything else is a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{name} must be an integer, got {_type_name(value)}"
+        raise TypeError(msg)
+    return int(value)
+
+
+def known_size(x: Array, axis: int, name: str) -> int:
+    """The size of ``x`` along ``axis``; an unknown (lazy) size is a ``ValueError``."""
+    size = x.shape[axis]
+    if not _known(size):
+        msg = f"{name} must have a known shape, got {tuple(x.shape)}"
+        raise ValueError(msg)
+    return int(size)
+
+
+def known_count(x: Array) -> int | None:
+    """The number of elements of ``x``, or None where a size is unknown (lazy)."""
+    shape = tuple(x.shape)
+    return math.prod(shape) if all(_known(n) for n in shape) else None
+
+
 def broadcast_shape(*shapes: Shape, names: Sequence[str]) -> Shape:
     """Broadcast ``shapes`` by the array-API rules, or raise ``ValueError``.
 
