@@ -50,6 +50,7 @@ TEST_DEPS = [
     "scikit-learn",
     "pyyaml",
     "matplotlib",  # the benchmark smoke test plots
+    "faiss-cpu",  # a reference for cosine_topk and cosine_range_search
 ]
 
 
@@ -210,5 +211,14 @@ def bench(session: nox.Session) -> None:
         "scikit-learn",
         "torchmetrics",
         "matplotlib",
+        "faiss-cpu",  # the reference of the search benchmark (a peer, not a dependency)
+        "dask[array,distributed]",
     )
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    search_only = ("--dask", "--skip-memory")
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        *[arg for arg in session.posargs if not arg.startswith(search_only)],
+    )
+    # Search memory at scale; add --dask for the cluster run (minutes).
+    session.run("python", "benchmarks/search.py", *session.posargs)

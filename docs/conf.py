@@ -51,6 +51,7 @@ API_GROUPS: dict[str, list[str]] = {
         "pairwise_cosine_similarity",
         "pairwise_cosine_distance",
         "cosine_topk",
+        "cosine_range_search",
     ],
 }
 

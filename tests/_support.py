@@ -80,6 +80,21 @@ def set_backend_device(backend: Backend, device: str) -> Iterator[None]:
     yield
 
 
+@contextlib.contextmanager
+def counting_dask_computes() -> Iterator[list[int]]:
+    """Run Dask synchronously and count its computations in the yielded list."""
+    import dask
+
+    calls = [0]
+
+    def counting_get(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return dask.get(*args, **kwargs)
+
+    with dask.config.set(scheduler=counting_get):
+        yield calls
+
+
 def xp_device(xp: ModuleType) -> Any:
     """The device new test arrays go to, for ``xp``."""
     if _DEVICE["name"] == "cpu" or not (

@@ -57,6 +57,7 @@ CONTRACT_FUNCTIONS = {
     "pairwise_cosine_similarity",
     "pairwise_cosine_distance",
     "cosine_topk",
+    "cosine_range_search",
 }
 
 

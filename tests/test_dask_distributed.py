@@ -64,3 +64,42 @@ def test_pairwise_and_topk_on_a_cluster(xp: ModuleType, library: Backend, reques
     assert tied.any()
     assert np.all(indices[:, 1:][tied] > indices[:, :-1][tied])
     np.testing.assert_array_equal(indices[5], np.arange(10))
+
+
+@pytest.mark.slow
+def test_search_keys_generated_on_the_workers(
+    xp: ModuleType, library: Backend, request: Any
+) -> None:
+    """A small version of the benchmark's run: keys made chunk by chunk on the workers.
+
+    Each key chunk is searched by one task where it lives; the (n, k) partial
+    results are merged in a tree, so no task sees more than two of them.
+    """
+    if library is not Backend.DASK:
+        pytest.skip("the cluster runs Dask arrays only")
+    import dask.array as da
+
+    client = request.getfixturevalue("client")
+    keys = da.random.RandomState(5).standard_normal((40_000, 16), chunks=(5_000, 16))
+    queries = keys[:50]
+    values, indices = ck.cosine_topk(queries, keys, 5, exclude_self=True)
+    graph = dict(indices.__dask_graph__())
+    # Eight key chunks: eight searches, three levels of merges, no task above two inputs.
+    assert sum("search_block" in str(key) for key in graph) == 8
+    rows, cols, sims = ck.cosine_range_search(queries, keys, 0.6, exclude_self=True)
+    values, indices, rows, cols, sims = client.compute(
+        [values, indices, rows, cols, sims], sync=True
+    )
+    local_keys = keys.compute()
+    expected = cosine_similarity(local_keys[:50], local_keys)
+    expected[np.arange(50), np.arange(50)] = -np.inf
+    order = np.argsort(-expected, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(indices, order)
+    np.testing.assert_allclose(values, np.take_along_axis(expected, order, axis=1), atol=1e-12)
+    pairs = np.argwhere(expected >= 0.6)
+    np.testing.assert_array_equal(np.sort(rows), pairs[:, 0])
+    np.testing.assert_array_equal(np.lexsort((cols, -sims, rows)), np.arange(rows.shape[0]))
+    assert set(zip(rows.tolist(), cols.tolist(), strict=True)) == {
+        tuple(p) for p in pairs.tolist()
+    }
+    np.testing.assert_allclose(sims, expected[rows, cols], atol=1e-12)

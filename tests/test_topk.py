@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy, xp_assert_close, xp_assert_equal
+from _support import (
+    Backend,
+    asarray,
+    counting_dask_computes,
+    to_numpy,
+    xp_assert_close,
+    xp_assert_equal,
+)
 
 RNG = np.random.default_rng(7)
 
@@ -212,15 +219,9 @@ def test_dask_stays_lazy(xp: ModuleType, library: Backend) -> None:
         pytest.skip("laziness is a Dask property")
     import dask
 
-    calls = [0]
-
-    def counting_get(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return dask.get(*args, **kwargs)
-
     queries = RNG.standard_normal((10, 3))
     keys = axis_keys(23, 3, RNG)
-    with dask.config.set(scheduler=counting_get):
+    with counting_dask_computes() as calls:
         values, indices = ck.cosine_topk(asarray(xp, queries), asarray(xp, keys), 6, chunk_size=4)
         assert calls[0] == 0
         computed_values, computed_indices = dask.compute(values, indices)

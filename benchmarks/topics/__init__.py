@@ -18,6 +18,7 @@ TOPIC_MODULES = (
     "compiled",
     "pairwise",
     "topk",
+    "search",
 )
 
 

@@ -7,6 +7,7 @@ arrays; results keep the input's library, device and floating dtype.
 from ._losses import cosine_distance_loss, cosine_embedding_loss
 from ._normalize import l2_normalize
 from ._pairwise import pairwise_cosine_distance, pairwise_cosine_similarity
+from ._range import cosine_range_search
 from ._search import cosine_topk
 from ._similarity import angular_distance, cosine_distance, cosine_similarity
 
@@ -18,6 +19,7 @@ __all__ = [
     "cosine_distance",
     "cosine_distance_loss",
     "cosine_embedding_loss",
+    "cosine_range_search",
     "cosine_similarity",
     "cosine_topk",
     "l2_normalize",

@@ -75,6 +75,21 @@ each covered by the same tests on every backend:
     ``argtopk`` (a lazy tree reduction over chunks); anything else sorts.
     Which of several equal values is chosen is left open: ``cosine_topk``
     imposes its tie rule on top, the same way on every backend.
+
+``top_k_lower_index_first``
+    A top-k that documents its tie order: JAX's ``lax.top_k`` returns the
+    lower index first among equal values, so under ``jax.jit`` one top-k
+    per block and one per merge give the exact tie rule, where the portable
+    traced selection needs two top-k and two sorts (33x faiss before, see
+    ``benchmarks/search.py``).
+
+``dask_search_chunks``
+    On Dask the searches run one task per (query chunk, key chunk) pair, on
+    the worker that holds the key chunk, with the eager kernel of the chunk's
+    own library (threshold pruning needs values, which a task has); the
+    per-task ``(n, k)`` results are merged in a tree. The portable traced
+    path would build one small task per operation per block and select
+    every block in full.
 """
 
 from __future__ import annotations
@@ -82,6 +97,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -365,6 +381,133 @@ def row_norm(xp: ModuleType, x: Array, axis: int) -> Array:
         return torch.linalg.vector_norm(x, dim=axis)
     sumsq = row_dot(xp, x, x, axis)
     return xp.where(sumsq == 0, sumsq, xp.sqrt(xp.where(sumsq == 0, xp.ones_like(sumsq), sumsq)))
+
+
+def prunes_by_value(xp: ModuleType, x: Array) -> bool:
+    """Whether a search may select by reading values (threshold pruning).
+
+    Where values are readable, except JAX: there every new candidate count
+    is a new shape and compiles each operation again, while ``lax.top_k``
+    makes the fixed-shape path exact with two top-k per block.
+    """
+    return values_are_readable(xp, x) and not is_jax_namespace(xp)
+
+
+def top_k_lower_index_first(xp: ModuleType) -> Callable[[Array, int], tuple[Array, Array]] | None:
+    """A top-k whose equal values come out by lower position, or None.
+
+    The callable returns ``(values, positions)`` of the ``k`` largest along
+    the last axis, descending; None where no library top-k promises the order.
+    """
+    if is_jax_namespace(xp):
+        import jax
+
+        top_k: Callable[[Array, int], tuple[Array, Array]] = jax.lax.top_k
+        return top_k
+    return None
+
+
+def dask_search_chunks(
+    queries: Array,
+    keys: Array,
+    search: Callable[[Array, Array, int, int], Array],
+    merge: Callable[[Array], Array],
+    finish: Callable[[Array, int], Array],
+    width: int,
+) -> Array:
+    """Search every key chunk where it lives, then merge the results in a tree.
+
+    ``search(query_chunk, key_chunk, query_start, key_start)`` returns a
+    ``(rows, width)`` block; ``merge`` turns ``(rows, 2 * width)`` (two
+    neighbours side by side) into ``(rows, width)``; ``finish(block,
+    query_start)`` runs once on the merged result. Never more than two
+    partial results meet in one task, so no task holds ``n x m`` values.
+    """
+    import dask.array as da
+
+    queries = queries.rechunk({1: -1})
+    keys = keys.rechunk({1: -1})
+
+    def starts(chunks: tuple[int, ...]) -> Array:
+        return da.from_array(np.cumsum((0, *chunks[:-1])), chunks=1)
+
+    def search_block(query: Array, key: Array, query_start: Array, key_start: Array) -> Array:
+        return search(query, key, int(query_start[0]), int(key_start[0]))
+
+    partial = da.blockwise(
+        search_block,
+        "qj",
+        queries,
+        "qd",
+        keys,
+        "jd",
+        starts(queries.chunks[0]),
+        "q",
+        starts(keys.chunks[0]),
+        "j",
+        dtype=np.float64,
+        adjust_chunks={"j": lambda _: width},
+        concatenate=True,
+        align_arrays=False,
+        meta=da.utils.meta_from_array(queries, ndim=2, dtype=np.float64),
+    )
+    while partial.numblocks[1] > 1:
+        pairs = partial.rechunk({1: 2 * width})
+        partial = pairs.map_blocks(
+            merge, chunks=(pairs.chunks[0], (width,) * pairs.numblocks[1]), dtype=np.float64
+        )
+
+    def finish_block(block: Array, query_start: Array) -> Array:
+        return finish(block, int(query_start[0]))
+
+    return da.blockwise(
+        finish_block,
+        "qj",
+        partial,
+        "qj",
+        starts(queries.chunks[0]),
+        "q",
+        dtype=np.float64,
+        align_arrays=False,
+    )
+
+
+def dask_search_pairs(
+    queries: Array,
+    keys: Array,
+    search: Callable[[Array, Array, int, int], tuple[Array, Array, Array]],
+    combine: Callable[[list[tuple[Array, Array, Array]]], tuple[Array, Array, Array]],
+    index_dtype: Any,
+) -> tuple[Array, Array, Array]:
+    """Lazy 1-D results of unknown length: one task per (query chunk, key chunk).
+
+    ``search(query_chunk, key_chunk, query_start, key_start)`` returns
+    ``(query_indices, key_indices, values)`` of that pair of chunks;
+    ``combine`` orders the parts of one query chunk. The query chunks'
+    results are concatenated in order.
+    """
+    import dask
+    import dask.array as da
+
+    queries = queries.rechunk({1: -1})
+    keys = keys.rechunk({1: -1})
+    query_starts = np.cumsum((0, *queries.chunks[0][:-1]))
+    key_starts = np.cumsum((0, *keys.chunks[0][:-1]))
+    key_chunks = keys.to_delayed()[:, 0]
+    outputs: tuple[list[Array], list[Array], list[Array]] = ([], [], [])
+    for query_chunk, query_start in zip(queries.to_delayed()[:, 0], query_starts, strict=True):
+        parts = [
+            dask.delayed(search)(query_chunk, key_chunk, int(query_start), int(key_start))
+            for key_chunk, key_start in zip(key_chunks, key_starts, strict=True)
+        ]
+        ordered = dask.delayed(combine, nout=3)(parts)
+        for output, part, dtype in zip(
+            outputs, ordered, (index_dtype, index_dtype, queries.dtype), strict=True
+        ):
+            meta = da.utils.meta_from_array(queries, ndim=1, dtype=dtype)
+            output.append(da.from_delayed(part, shape=(math.nan,), dtype=dtype, meta=meta))
+    query_indices, key_indices, values = (da.concatenate(output) for output in outputs)
+    return query_indices, key_indices, values
 
 
 def top_k_positions(xp: ModuleType, x: Array, k: int) -> Array:
