@@ -57,6 +57,10 @@ CONTRACT_FUNCTIONS = {
     "pairwise_cosine_similarity",
     "pairwise_cosine_distance",
     "cosine_topk",
+    "info_nce_loss",
+    "ntxent_loss",
+    "cosent_loss",
+    "cosine_triplet_loss",
 }
 
 

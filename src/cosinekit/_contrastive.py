@@ -369,11 +369,12 @@ def cosent_loss(
 
     Notes
     -----
-    The sum over ``j`` below ``i`` is ``exp(-u_i) * cumsum(exp(u))`` with
-    ``u = scale * c``, taken in the log domain and shifted by the midpoint of
-    ``u``'s range, so that the running sum neither overflows nor loses the
-    terms that matter next to the 1 of the loss: exact for ``scale`` up to
-    about 80 in float32 (float16 and bfloat16 included) and 700 in float64.
+    With ``u = scale * c``, the sum over the pairs ``j`` scored below ``i``
+    is ``exp(L - u_i)``, where ``L`` is a running log-sum-exp of ``u`` in
+    score order: a scan of ``logaddexp`` in ``log2(n)`` steps, exact at any
+    ``scale`` in every dtype (a single shift of a cumulative sum would lose
+    terms or overflow once ``2 * scale`` exceeds the exponent range, about
+    87 in float32). Ties are found by ``searchsorted`` on the sorted scores.
     The outer sum is a log-sum-exp shifted by its maximum.
 
     Examples
@@ -406,27 +407,43 @@ def cosent_loss(
         return pair.finish(xp.sum(u), keepdims=False)
     scores = stop_gradient(xp, scores)
     order = xp.argsort(scores, stable=True)
-    ranked_scores = xp.take(scores, order)
-    # How many pairs score strictly lower: ties are never counted.
-    below = xp.searchsorted(ranked_scores, scores, side="left")
-    midpoint = stop_gradient(xp, (xp.max(u) + xp.min(u)) / 2)
-    running = xp.cumulative_sum(xp.exp(xp.take(u, order) - midpoint), include_initial=True)
-    lower = xp.take(running, below)  # sum over lower-scored j of exp(u_j - midpoint)
-    has_lower = (below > 0) & (lower != 0)
-    safe_lower = xp.where(has_lower, lower, xp.ones_like(lower))
-    # log of sum_j exp(u_j - u_i) over lower-scored j, for each i.
-    terms = xp.log(safe_lower) + midpoint - u
+    # How many pairs score strictly lower than each: ties are never counted.
+    below = xp.searchsorted(xp.take(scores, order), scores, side="left")
+    # log of sum_j exp(u_j) over the `below` lowest-scored pairs, for each i.
+    # NaN cosines are set to 0 for the scan (NumPy would warn in logaddexp)
+    # and put back into the result at the end.
+    u_or_zero = xp.where(xp.isnan(u), xp.zeros_like(u), u)
+    running = _cumulative_log_sum_exp(xp, xp.take(u_or_zero, order))
+    has_lower = below > 0
+    lower = xp.take(running, xp.where(has_lower, below - 1, xp.zeros_like(below)))
+    terms = lower - u_or_zero  # log of sum_j exp(u_j - u_i)
     zeros = xp.zeros_like(terms)
-    largest = stop_gradient(
-        xp, xp.maximum(xp.max(xp.where(has_lower, terms, zeros)), xp.zeros_like(u[0]))
-    )
+    largest = stop_gradient(xp, xp.max(xp.where(has_lower, terms, zeros)))
+    largest = xp.where(largest > 0, largest, xp.zeros_like(largest))
     total = xp.exp(-largest) + xp.sum(
         xp.where(has_lower, xp.exp(xp.where(has_lower, terms - largest, zeros)), zeros)
     )
-    # A NaN cosine reaches every term it enters; this also catches the
-    # lowest-scored pairs, which enter no term of their own.
-    loss = xp.log(total) + largest + 0 * xp.sum(u)
+    loss = xp.log(total) + largest + 0 * xp.sum(u)  # NaN where a cosine is NaN
     return pair.finish(loss, keepdims=False)
+
+
+def _cumulative_log_sum_exp(xp: ModuleType, x: Array) -> Array:
+    """``log(cumsum(exp(x)))`` of a 1-D array, exact at any range of ``x``.
+
+    A scan in ``ceil(log2(n))`` steps of ``logaddexp`` (Hillis and Steele):
+    each step combines every entry with the one ``step`` places before it.
+    No shift can be chosen once for a cumulative sum whose terms span more
+    than the exponent range; ``logaddexp`` shifts every pair by its larger
+    term. ``O(n log n)`` time, ``O(n)`` memory, static shapes (traceable).
+    """
+    n = x.shape[0]
+    index = xp.arange(n, device=array_device(x))
+    step = 1
+    while step < n:
+        before = xp.concat([x[:step], x[: n - step]])  # x[i - step], for i >= step
+        x = xp.where(index >= step, xp.logaddexp(x, before), x)
+        step *= 2
+    return x
 
 
 def cosine_triplet_loss(
