@@ -135,7 +135,7 @@ class InfoNCELoss(_Loss):
     >>> import torch
     >>> from cosinekit.torch import InfoNCELoss
     >>> loss_fn = InfoNCELoss(temperature=0.07, learn_temperature=True, symmetric=True)
-    >>> round(float(loss_fn.temperature), 4)
+    >>> round(loss_fn.temperature, 4)
     0.07
     >>> list(loss_fn.state_dict())
     ['log_inverse_temperature']
@@ -170,13 +170,12 @@ class InfoNCELoss(_Loss):
             self.fixed_temperature = temperature
 
     @property
-    def temperature(self) -> Tensor | float:
-        """The temperature in use: a 0-d tensor when learned, else the float."""
+    def temperature(self) -> float:
+        """The temperature in use, as a Python float (clamped where learned)."""
         if not self.learn_temperature:
             return self.fixed_temperature
-        return torch.exp(
-            -self.log_inverse_temperature.clamp(max=math.log(MAX_INVERSE_TEMPERATURE))
-        )
+        cap = math.log(MAX_INVERSE_TEMPERATURE)
+        return math.exp(-min(float(self.log_inverse_temperature.detach()), cap))
 
     def forward(self, queries: Tensor, keys: Tensor, labels: Tensor | None = None) -> Tensor:
         """The InfoNCE loss of ``queries`` against ``keys``."""
