@@ -1,0 +1,113 @@
+"""What a run prints and writes: the ratio table, the target report, JSON and a plot."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import THREADS
+from benchmarks.harness import Result, Target
+
+
+def table(results: Sequence[Result]) -> str:
+    """A Markdown table of the ratios (and cosinekit's time, for scale)."""
+    lines = [
+        "| case | backend | shape | dtype | cosinekit (ms) | x limit | speedup vs peers |",
+        "| --- | --- | --- | --- | ---: | ---: | --- |",
+    ]
+    for r in results:
+        peers = "; ".join(f"{name} {t / r.ours:.2f}x" for name, t in r.peers.items()) or "-"
+        lines.append(
+            f"| {r.case} | {r.backend} | {r.shape} | {r.dtype} | {r.ours * 1e3:.2f} | "
+            f"{r.ours / r.limit:.2f} | {peers} |"
+        )
+    return "\n".join(lines)
+
+
+def target_report(results: Sequence[Result], targets: Sequence[Target]) -> tuple[str, bool]:
+    """Each target that was measured, its ratio, and whether it is met."""
+    lines = ["| target | measured | met |", "| --- | ---: | --- |"]
+    all_met = True
+    for target in targets:
+        found = [r for r in results if (r.case, r.backend) == (target.case, target.backend)]
+        if not found or target.ratio not in found[0].ratios():
+            continue
+        value = found[0].ratios()[target.ratio]
+        met = value <= target.bound if target.at_most else value >= target.bound
+        all_met &= met
+        lines.append(f"| {target.description} | {value:.2f} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines), all_met
+
+
+def write_json(results: Sequence[Result], path: Path, quick: bool) -> None:
+    payload = {
+        "settings": {
+            "quick": quick,
+            "threads": THREADS,
+            "timing": "minimum over repeated runs after one warm-up",
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+        },
+        "versions": _versions(),
+        "results": [
+            {
+                "case": r.case,
+                "backend": r.backend,
+                "shape": r.shape,
+                "dtype": r.dtype,
+                "seconds": {"cosinekit": r.ours, "limit": r.limit, **r.peers},
+                "ratios": r.ratios(),
+            }
+            for r in results
+        ],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for dist in ("cosinekit", "numpy", "torch", "jax", "optax", "scipy", "scikit-learn"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def plot(results: Sequence[Result], path: Path) -> None:
+    """Bars of each implementation's time relative to the limit, log scale."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.case}\n{r.backend} {r.shape} {r.dtype}" for r in results]
+    fig, ax = plt.subplots(figsize=(10, 0.75 * len(results) + 1.5))
+    rows = range(len(results))
+    ax.barh([i - 0.2 for i in rows], [r.ours / r.limit for r in results], 0.4, label="cosinekit")
+    peer_x, peer_y, peer_names = [], [], []
+    for i, r in enumerate(results):
+        for name, t in r.peers.items():
+            peer_x.append(t / r.limit)
+            peer_y.append(i + 0.2)
+            peer_names.append(name)
+    ax.barh(peer_y, peer_x, 0.4, color="0.7", label="peers")
+    for x, y, name in zip(peer_x, peer_y, peer_names, strict=True):
+        ax.text(x * 1.05, y, name, va="center", fontsize=6)
+    ax.axvline(1.0, color="k", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(list(rows), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("time / one-pass limit on the same backend (log scale; 1 = the floor)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
