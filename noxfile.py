@@ -90,6 +90,11 @@ def _run_tests(session: nox.Session, backends: list[str], device: str = "cpu") -
         # backend; its CPU wheel here exists for CPython 3.11 only, so the
         # numpy sessions on other Pythons skip those comparisons (saying so).
         session.install(*BACKEND_DEPS["torch"])
+    if session.python == BACKEND_PYTHON:
+        # pytorch-metric-learning is the NT-Xent reference. Without its
+        # dependencies, so that pip can never replace the torch above; tqdm
+        # is the one it imports that the test dependencies lack.
+        session.install("--no-deps", "pytorch-metric-learning", "tqdm")
     env = {"COSINEKIT_BACKENDS": ",".join(backends), "COSINEKIT_DEVICE": device}
     session.run("pytest", *session.posargs, env=env)
 

@@ -16,6 +16,7 @@ TOPIC_MODULES = (
     "loss",
     "pairwise",
     "topk",
+    "contrastive",
 )
 
 

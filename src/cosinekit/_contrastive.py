@@ -185,7 +185,7 @@ def info_nce_loss(
         if n is not None and m is not None and m < n:
             msg = f"labels=None needs at least as many keys as queries, got n={n}, m={m}"
             raise ValueError(msg)
-        positive = _diagonal(xp, similarity)
+        target = None
     else:
         if symmetric:
             msg = "symmetric=True needs labels=None (the positive of query i is key i)"
@@ -197,20 +197,32 @@ def info_nce_loss(
         if values_are_readable(xp, labels) and n and bool(xp.any((labels < 0) | (labels >= m))):
             msg = f"labels must lie in [0, {m}) (the key positions)"
             raise ValueError(msg)
-        columns = xp.arange(m, device=array_device(similarity))
-        positive = xp.reshape(labels, (-1, 1)) == xp.reshape(columns, (1, -1))
+        target = labels
     if symmetric and n is not None and m is not None and m != n:
         msg = f"symmetric=True needs as many keys as queries, got n={n}, m={m}"
         raise ValueError(msg)
-    logits = similarity / _positive_scalar(xp, temperature, "temperature", similarity)
+    # One multiply of the (n, m) matrix by 1 / t (a scalar), not a division.
+    logits = similarity * (1 / _positive_scalar(xp, temperature, "temperature", similarity))
     if n == 0:
         loss = xp.sum(logits, axis=1)
     else:
-        picked = xp.sum(xp.where(positive, logits, xp.zeros_like(logits)), axis=1)
+        picked = _picked(xp, logits, target)
         loss = log_sum_exp(xp, logits, axis=1) - picked
         if symmetric:
             loss = (loss + log_sum_exp(xp, logits, axis=0) - picked) / 2
     return _finish(xp, _reduce(xp, loss, None, reduction), result_dtype, similarity)
+
+
+def _picked(xp: ModuleType, logits: Array, target: Array | None) -> Array:
+    """``logits[i, target_i]`` for each row ``i`` (``target=None``: the diagonal).
+
+    One gather from the flattened matrix: its backward writes ``n`` values
+    into zeros, where a one-hot ``where`` would cost passes over ``(n, m)``.
+    """
+    n, m = logits.shape
+    rows = xp.arange(n, device=array_device(logits))
+    columns = rows if target is None else xp.astype(target, rows.dtype)
+    return xp.take(xp.reshape(logits, (-1,)), rows * m + columns)
 
 
 def ntxent_loss(

@@ -234,7 +234,8 @@ def cosine_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | No
     """Unclipped cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``."""
     if _no_rows(x1):
         return row_dot(xp, x1, x2, axis)
-    if not values_are_readable(xp, x1):
+    # Either input may be the traced one (the other a closed-over constant).
+    if not (values_are_readable(xp, x1) and values_are_readable(xp, x2)):
         branch = traced_branch(xp)
         if branch is None:
             return _rescaled_cosine(xp, x1, x2, axis, eps)

@@ -227,7 +227,7 @@ def row_dot(xp: ModuleType, x1: Array, x2: Array, axis: int) -> Array:
     """``sum(x1 * x2)`` along ``axis`` (broadcast inputs), in the fastest form."""
     if is_jax_namespace(xp):
         return xp.sum(x1 * x2, axis=axis)
-    if is_torch_namespace(xp) and _inside_torch_func(x1):
+    if is_torch_namespace(xp) and (_inside_torch_func(x1) or _inside_torch_func(x2)):
         import torch
 
         # array-api-compat's vecdot (a batched matmul after moveaxis) has no
