@@ -171,7 +171,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=BACKEND_PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors, and run the pages' examples."""
-    session.install("-e", ".", "-r", "docs/requirements.txt", "pytest>=8")
+    # scikit-learn: the contrastive page trains on its bundled digits data.
+    session.install("-e", ".", "-r", "docs/requirements.txt", "pytest>=8", "scikit-learn")
     # The pages show the same call on several backends; their examples run.
     for backend in ("torch", "jax", "dask", "array_api_strict"):
         session.install(*BACKEND_DEPS[backend])
