@@ -6,7 +6,7 @@
   ``optax.softmax_cross_entropy_with_integer_labels`` under ``jit``), which
   is the limit: the loss cannot cost less than the matrix products.
 * ``ntxent``: ``ntxent_loss`` under ``jax.jit`` against ``optax.ntxent``,
-  which forms an ``(n, n, d)`` array for its cosine matrix. The limit is the
+  which sums a broadcast ``(n, n, d)`` product for its cosine matrix. The limit is the
   bare ``x @ x.T``.
 * ``cosent``: ``cosent_loss`` (sort and a running log-sum-exp, ``O(n log n)``)
   against the ``n x n`` form of sentence-transformers' ``CoSENTLoss``,

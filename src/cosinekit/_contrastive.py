@@ -283,7 +283,8 @@ def ntxent_loss(
     optax) underflows for a positive far below the row's best. Negatives are
     selected by ``where``, never by ``-inf`` (optax) or the dtype's lowest
     value (pytorch-metric-learning). The matrix is the ``(n, n)`` cosine
-    matrix of the pairwise core; optax forms an ``(n, n, d)`` array.
+    matrix of the pairwise core, one matrix product; optax sums a broadcast
+    ``(n, n, d)`` product (written out unless XLA fuses it under ``jit``).
 
     Examples
     --------
