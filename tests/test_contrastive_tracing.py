@@ -148,8 +148,27 @@ def _partial(call: Callable, concrete: list[Array], traced: list[int]) -> Callab
     return partial
 
 
-def _floating(args: list[np.ndarray], traced: list[int]) -> list[int]:
-    return [i for i in traced if args[i].dtype.kind == "f"]
+def _differentiable(
+    name: str, position: int | str
+) -> tuple[list[np.ndarray], Callable, Callable, list]:
+    """`_setup`, keeping only the floating arguments (labels have no gradient)."""
+    args, call, ref, traced = _setup(name, position)
+    traced = [i for i in traced if args[i].dtype.kind == "f"]
+    if not traced:
+        pytest.skip("integer labels have no gradient")
+    return args, call, ref, traced
+
+
+def _batches(
+    name: str, args: list[np.ndarray], traced: list[int]
+) -> tuple[list[np.ndarray], Callable[[Callable], list[Any]]]:
+    """Two values stacked for each argument at ``traced``, and the expected results."""
+    second = _cases()[name][0]
+    for i in traced:
+        second[i] = second[i][::-1].copy() if second[i].ndim else second[i] * 1.5
+    stacked = [np.stack([args[i], second[i]]) for i in traced]
+    other = [second[i] if i in traced else a for i, a in enumerate(args)]
+    return stacked, lambda ref: [ref(*args), ref(*other)]
 
 
 def _directional(args: list[np.ndarray], ref: Callable, index: int, grad: np.ndarray) -> None:
@@ -195,10 +214,7 @@ def test_jax_grad(xp: ModuleType, library: Backend, name: str, position: int | s
     _require(library, Backend.JAX)
     import jax
 
-    args, call, ref, traced = _setup(name, position)
-    traced = _floating(args, traced)
-    if not traced:
-        pytest.skip("integer labels have no gradient")
+    args, call, ref, traced = _differentiable(name, position)
     arrays = [asarray(xp, a) for a in args]
     grads = jax.jit(jax.grad(_partial(call, arrays, traced), argnums=tuple(range(len(traced)))))(
         *(arrays[i] for i in traced)
@@ -214,14 +230,10 @@ def test_jax_vmap(xp: ModuleType, library: Backend, name: str, position: int | s
     import jax
 
     args, call, ref, traced = _setup(name, position)
-    second = _cases()[name][0]
-    for i in traced:  # a second value for each batched argument
-        second[i] = second[i][::-1].copy() if second[i].ndim else second[i] * 1.5
+    stacked, expected = _batches(name, args, traced)
     arrays = [asarray(xp, a) for a in args]
-    batched = [asarray(xp, np.stack([args[i], second[i]])) for i in traced]
-    result = jax.vmap(_partial(call, arrays, traced))(*batched)
-    expected = [ref(*args), ref(*[second[i] if i in traced else a for i, a in enumerate(args)])]
-    np.testing.assert_allclose(to_numpy(result), expected, **TOL)
+    result = jax.vmap(_partial(call, arrays, traced))(*(asarray(xp, b) for b in stacked))
+    np.testing.assert_allclose(to_numpy(result), expected(ref), **TOL)
 
 
 # --- PyTorch -----------------------------------------------------------------------
@@ -251,10 +263,7 @@ def test_torch_compile_backward(
     _require(library, Backend.TORCH)
     import torch
 
-    args, call, ref, traced = _setup(name, position)
-    traced = _floating(args, traced)
-    if not traced:
-        pytest.skip("integer labels have no gradient")
+    args, call, ref, traced = _differentiable(name, position)
     arrays = [asarray(xp, a) for a in args]
     inputs = [arrays[i].clone().requires_grad_(True) for i in traced]
     torch._dynamo.reset()
@@ -270,10 +279,7 @@ def test_torch_func_grad(xp: ModuleType, library: Backend, name: str, position: 
     _require(library, Backend.TORCH)
     import torch
 
-    args, call, ref, traced = _setup(name, position)
-    traced = _floating(args, traced)
-    if not traced:
-        pytest.skip("integer labels have no gradient")
+    args, call, ref, traced = _differentiable(name, position)
     arrays = [asarray(xp, a) for a in args]
     grads = torch.func.grad(_partial(call, arrays, traced), argnums=tuple(range(len(traced))))(
         *(arrays[i] for i in traced)
@@ -289,14 +295,10 @@ def test_torch_func_vmap(xp: ModuleType, library: Backend, name: str, position: 
     import torch
 
     args, call, ref, traced = _setup(name, position)
-    second = _cases()[name][0]
-    for i in traced:
-        second[i] = second[i][::-1].copy() if second[i].ndim else second[i] * 1.5
+    stacked, expected = _batches(name, args, traced)
     arrays = [asarray(xp, a) for a in args]
-    batched = [asarray(xp, np.stack([args[i], second[i]])) for i in traced]
-    result = torch.func.vmap(_partial(call, arrays, traced))(*batched)
-    expected = [ref(*args), ref(*[second[i] if i in traced else a for i, a in enumerate(args)])]
-    np.testing.assert_allclose(to_numpy(result), expected, **TOL)
+    result = torch.func.vmap(_partial(call, arrays, traced))(*(asarray(xp, b) for b in stacked))
+    np.testing.assert_allclose(to_numpy(result), expected(ref), **TOL)
 
 
 # --- Dask --------------------------------------------------------------------------
