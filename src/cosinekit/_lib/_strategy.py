@@ -100,8 +100,10 @@ def values_are_readable(xp: ModuleType, x: Array) -> bool:
         import jax
 
         # Concrete JAX arrays are eager (one dispatch per operation, nothing
-        # to compile per call); tracers under jit, grad or vmap are not.
-        return not isinstance(x, jax.core.Tracer)
+        # to compile per call); tracers under jit, grad or vmap are not. A
+        # concrete array closed over by a jitted function is not readable
+        # either: every value computed from it inside the trace is a tracer.
+        return not isinstance(x, jax.core.Tracer) and not _jax_is_tracing()
     if is_lazy_array(x):
         # Dask would compute the graph.
         return False
@@ -116,6 +118,21 @@ def values_are_readable(xp: ModuleType, x: Array) -> bool:
 
         return bool(array_api_strict.get_array_api_strict_flags()["data_dependent_shapes"])
     return True
+
+
+def _jax_is_tracing() -> bool:
+    """Whether a JAX transformation (jit, grad, vmap) is tracing right now.
+
+    JAX has no public query; its private one is used where present, and
+    otherwise a probe: under ``jit`` arithmetic on a constant is staged.
+    """
+    import jax
+
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:  # pragma: no cover - other JAX versions
+        return isinstance(jax.numpy.zeros(()) + 0, jax.core.Tracer)
+    return not bool(trace_state_clean())
 
 
 def traced_branch(xp: ModuleType) -> Callable[..., Any] | None:
