@@ -277,14 +277,16 @@ def ntxent_loss(
 
     Notes
     -----
-    Each pair's log-sum-exp is shifted by the larger of its own logit and the
-    largest negative logit of its row, so the argument of the logarithm is
-    at least 1: exact at any temperature, where a single shift per row (as
-    optax) underflows for a positive far below the row's best. Negatives are
-    selected by ``where``, never by ``-inf`` (optax) or the dtype's lowest
-    value (pytorch-metric-learning). The matrix is the ``(n, n)`` cosine
-    matrix of the pairwise core, one matrix product; optax sums a broadcast
-    ``(n, n, d)`` product (written out unless XLA fuses it under ``jit``).
+    The loss of a pair is ``softplus(log S_i - s_ij / t)`` with ``S_i`` the
+    row's sum over negatives, taken as a log-sum-exp shifted by the row's
+    largest negative logit; ``softplus`` is ``logaddexp(0, .)``. So the
+    result is exact at any temperature, where a single shift per row (as
+    optax) underflows for a positive far below the row's best. Negatives
+    are selected by ``where``, never by ``-inf`` (optax) or the dtype's
+    lowest value (pytorch-metric-learning). The matrix is the ``(n, n)``
+    cosine matrix of the pairwise core, one matrix product; optax sums a
+    broadcast ``(n, n, d)`` product (written out unless XLA fuses it under
+    ``jit``).
 
     Examples
     --------
@@ -305,21 +307,25 @@ def ntxent_loss(
     positive = same & xp.logical_not(_diagonal(xp, similarity))
     negative = xp.logical_not(same)
     zeros = xp.zeros_like(logits)
-    # The largest negative logit of each row; -1 (below every cosine) where
-    # a row has none, so that then the pair's own logit is its shift.
+    # The largest negative logit of each row; -1 / t (below every logit)
+    # where a row has no negatives.
     floor = xp.full_like(similarity, -1.0) / temperature
     largest = stop_gradient(xp, xp.max(xp.where(negative, logits, floor), axis=1, keepdims=True))
-    negatives = xp.sum(
+    # The negatives' sum, shifted: exp(largest) * scaled is sum_k exp(s_ik / t).
+    # The inner where keeps exp from overflowing on entries it then drops.
+    scaled = xp.sum(
         xp.where(negative, xp.exp(xp.where(negative, logits - largest, zeros)), zeros),
         axis=1,
         keepdims=True,
     )
-    # Per pair: shift c = max(s_ij, largest), so both exponents are <= 0 and
-    # one of the two terms is exp(0): the logarithm's argument is >= 1.
-    shift = stop_gradient(xp, xp.maximum(logits, largest))
-    pair_loss = (
-        xp.log(xp.exp(logits - shift) + xp.exp(largest - shift) * negatives) + shift - logits
-    )
+    has_negative = scaled > 0
+    log_negatives = largest + xp.log(xp.where(has_negative, scaled, xp.ones_like(scaled)))
+    # -log(e^a / (e^a + S)) = log(1 + S e^-a) = softplus(log S - a), one
+    # logaddexp per pair: stable at any temperature, and 0 without negatives.
+    argument = log_negatives - logits
+    nan = xp.isnan(argument)  # kept as NaN, but out of logaddexp (NumPy warns)
+    softplus = xp.logaddexp(zeros, xp.where(nan, zeros, argument))
+    pair_loss = xp.where(has_negative, xp.where(nan, argument, softplus), zeros)
     total = xp.sum(xp.where(positive, pair_loss, zeros))
     count = xp.sum(xp.astype(positive, logits.dtype))
     return _finish(xp, safe_divide(xp, total, count), result_dtype, similarity)
