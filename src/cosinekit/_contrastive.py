@@ -25,7 +25,7 @@ from array_api_compat import device as array_device
 
 from ._lib._kernels import safe_divide
 from ._lib._pairs import prepare_pair
-from ._lib._strategy import log_sum_exp, stop_gradient, values_are_readable
+from ._lib._strategy import log_softmax, stop_gradient, values_are_readable
 from ._lib._validation import choice, namespace_of, positive_eps, real_number
 from ._losses import EMBEDDING_LOSS_REDUCTIONS, _reduce
 from ._pairwise import _diagonal, _similarity
@@ -158,10 +158,9 @@ def info_nce_loss(
 
     Notes
     -----
-    The log-sum-exp is shifted by the row's maximum, so a temperature of
-    0.01 (logits of 100) is exact in float16 too. The positive logit is
-    picked with a ``where`` on the label positions, never with an infinite
-    mask.
+    The log-softmax is shifted by the row's maximum, so a temperature of
+    0.01 (logits of 100) is exact in float16 too. The positive is gathered
+    by its position, never selected with an infinite mask.
 
     Examples
     --------
@@ -206,10 +205,10 @@ def info_nce_loss(
     if n == 0:
         loss = xp.sum(logits, axis=1)
     else:
-        picked = _picked(xp, logits, target)
-        loss = log_sum_exp(xp, logits, axis=1) - picked
+        # The cross-entropy, as torch's: the log-softmax at the positive.
+        loss = -_picked(xp, log_softmax(xp, logits, axis=1), target)
         if symmetric:
-            loss = (loss + log_sum_exp(xp, logits, axis=0) - picked) / 2
+            loss = (loss - _picked(xp, log_softmax(xp, logits, axis=0), target)) / 2
     return _finish(xp, _reduce(xp, loss, None, reduction), result_dtype, similarity)
 
 
