@@ -8,9 +8,10 @@ bound on one ratio of one result, checked by the target report.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,15 @@ class Case:
     dtype: str
     inputs: Callable[[], tuple[Any, ...]]
     ours: Fn
-    limit: Fn
+    limit: Fn | Mapping[str, Fn]  # one function, or named candidates: the fastest counts
     peers: dict[str, Fn]
+    topic: str = ""  # set by all_cases
+
+    def limits(self) -> dict[str, Fn]:
+        """The limit's candidates by timing label (``limit``, or ``limit: NAME``)."""
+        if isinstance(self.limit, Mapping):
+            return {f"limit: {name}": fn for name, fn in self.limit.items()}
+        return {"limit": self.limit}
 
 
 @dataclass
@@ -46,23 +54,53 @@ class Result:
     ours: float
     limit: float
     peers: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)  # each candidate, where several
+    topic: str = ""
+    device: str = "cpu"
 
     def ratios(self) -> dict[str, float]:
+        """``x limit`` (ours / limit) and ``speedup vs PEER`` (peer / ours), as in the JSON."""
         ratios = {"x limit": self.ours / self.limit}
         ratios.update({f"speedup vs {name}": t / self.ours for name, t in self.peers.items()})
         return ratios
 
+    def ratio(self, key: str) -> float | None:
+        """One ratio by name: a key of :meth:`ratios`, or ``x PEER`` (ours / peer time).
+
+        ``None`` where the peer was not measured.
+        """
+        if key.startswith("x ") and key[2:] in self.peers:
+            return self.ours / self.peers[key[2:]]
+        return self.ratios().get(key)
+
 
 @dataclass(frozen=True)
 class Target:
-    """A performance target of the project, on one measured ratio."""
+    """A performance target of the project, on one measured ratio.
+
+    ``ratio`` is a key of :meth:`Result.ratio`: ``"x limit"``, ``"x PEER"``
+    (our time over the peer's) or ``"speedup vs PEER"``. ``bound`` is the
+    bar to meet, ``ambition`` the value the project aims at beyond it.
+    ``shape`` restricts the target to one input shape (the full run's; a
+    quick run measures other shapes, so those targets do not show there).
+    """
 
     description: str
     case: str
     backend: str
-    ratio: str  # a key of Result.ratios()
+    ratio: str
     bound: float
     at_most: bool  # True: ratio <= bound; False: ratio >= bound
+    ambition: float | None = None
+    shape: str | None = None
+
+    def matches(self, result: Result) -> bool:
+        return (result.case, result.backend) == (self.case, self.backend) and (
+            self.shape is None or result.shape == self.shape
+        )
+
+    def met(self, value: float) -> bool:
+        return value <= self.bound if self.at_most else value >= self.bound
 
 
 @dataclass(frozen=True)
@@ -82,14 +120,23 @@ class Topic:
 
 @dataclass(frozen=True)
 class Timing:
-    """How many runs each measurement takes, and the time after which it stops early."""
+    """How each measurement is sampled: single calls, the minimum wins.
+
+    At least ``repeat`` samples (two for a call slower than ``budget / 2``),
+    stopping once ``budget`` seconds are spent. A fast call keeps sampling
+    until ``fast_budget`` seconds are spent or ``max_samples`` are taken:
+    microsecond calls on a shared machine need many samples for the minimum
+    to find one that no other process disturbed.
+    """
 
     repeat: int
     budget: float
+    fast_budget: float
+    max_samples: int
 
 
-FULL_TIMING = Timing(repeat=9, budget=3.0)
-QUICK_TIMING = Timing(repeat=3, budget=0.5)
+FULL_TIMING = Timing(repeat=9, budget=3.0, fast_budget=0.5, max_samples=2000)
+QUICK_TIMING = Timing(repeat=3, budget=0.5, fast_budget=0.05, max_samples=200)
 
 
 def random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -115,6 +162,32 @@ def random_pair(
     return inputs
 
 
+def row_pair_cases(
+    case: str,
+    backend: Backend,
+    rng: np.random.Generator,
+    shapes: Sequence[tuple[int, int]],
+    ours: Fn,
+    limit: Fn | Mapping[str, Fn],
+    peers: dict[str, Fn],
+    dtype: Any = np.float32,
+) -> list[Case]:
+    """One case per ``(rows, features)`` shape, on two random inputs of that shape."""
+    return [
+        Case(
+            case,
+            backend,
+            f"{n}x{d}",
+            np.dtype(dtype).name,
+            random_pair(backend, rng, (n, d), (n, d), dtype),
+            ours,
+            limit,
+            peers,
+        )
+        for n, d in shapes
+    ]
+
+
 class Progress:
     """One status line per measurement, with the elapsed time of the run."""
 
@@ -131,20 +204,23 @@ class Progress:
 
 
 def best_time(fn: Callable[[], Any], sync: Callable[[Any], Any], timing: Timing) -> float:
-    """Minimum wall time of ``fn`` over up to ``timing.repeat`` runs after one warm-up.
+    """Minimum wall time of one call of ``fn`` over samples taken after one warm-up.
 
-    The warm-up compiles (JAX, torch) and faults the pages in. Runs stop early
-    once ``timing.budget`` seconds are spent, so that slow peers take one or
-    two runs and the whole benchmark stays within minutes.
+    The warm-up compiles (JAX, torch) and faults the pages in. How many
+    samples follow is :class:`Timing`'s rule, so that slow peers take one or
+    two runs, fast calls many, and the whole benchmark stays within minutes.
     """
     started = time.perf_counter()
     sync(fn())
     best = float("inf")
-    for i in range(timing.repeat):
+    for sample in range(1, timing.max_samples + 1):
         t0 = time.perf_counter()
         sync(fn())
         best = min(best, time.perf_counter() - t0)
-        if i >= 1 and time.perf_counter() - started > timing.budget:
+        spent = time.perf_counter() - started
+        if (sample >= 2 and spent > timing.budget) or (
+            sample >= timing.repeat and spent > timing.fast_budget
+        ):
             break
     return best
 
@@ -155,25 +231,40 @@ def all_cases(topics: Sequence[Topic], backends: Sequence[Backend], quick: bool)
     for topic in topics:
         for backend in backends:
             if backend.mode in topic.modes:
-                cases.extend(topic.cases(backend, quick))
+                cases += [
+                    dataclasses.replace(case, topic=topic.name)
+                    for case in topic.cases(backend, quick)
+                ]
     return cases
 
 
 def measure(cases: Sequence[Case], timing: Timing) -> list[Result]:
-    """Time each case's limit, cosinekit and peers, in that order."""
-    progress = Progress(sum(2 + len(c.peers) for c in cases))
+    """Time each case's limit (each candidate), cosinekit and peers, in that order."""
+    progress = Progress(sum(len(c.limits()) + 1 + len(c.peers) for c in cases))
     results = []
     for case in cases:
         args = case.inputs()
         label = f"{case.case} {case.shape} {case.dtype} on {case.backend.name}"
         timings = {}
-        for what, fn in (("limit", case.limit), ("cosinekit", case.ours), *case.peers.items()):
+        limits = case.limits()
+        for what, fn in (*limits.items(), ("cosinekit", case.ours), *case.peers.items()):
             progress.step(f"{label}: {what}")
             timings[what] = best_time(
                 lambda fn=fn, args=args: fn(*args), case.backend.sync, timing
             )
-        limit, ours = timings.pop("limit"), timings.pop("cosinekit")
+        candidates = {what: timings.pop(what) for what in limits}
         results.append(
-            Result(case.case, case.backend.name, case.shape, case.dtype, ours, limit, timings)
+            Result(
+                case.case,
+                case.backend.name,
+                case.shape,
+                case.dtype,
+                timings.pop("cosinekit"),
+                min(candidates.values()),
+                timings,
+                candidates if len(candidates) > 1 else {},
+                case.topic,
+                case.backend.device,
+            )
         )
     return results

@@ -63,32 +63,26 @@ ROWWISE: PeerTable = {
 }
 
 
-# --- the cosine-distance loss (mean of 1 - cosine) ------------------------------
+# --- the cosine-distance loss (mean of 1 - cosine), as a user writes it --------
 
 
-def _mean_distance(similarity: Callable[[], Fn], mean: Callable[[], Fn]) -> Callable[[], Fn]:
-    def factory() -> Fn:
-        cosine, average = similarity(), mean()
-        return lambda labels, predictions: average(1 - cosine(labels, predictions))
-
-    return factory
-
-
-def _torch_mean() -> Fn:
+def _torch_mean_distance() -> Fn:
     import torch
 
-    return torch.mean
+    cosine = torch.nn.functional.cosine_similarity
+    return lambda labels, predictions: (1 - cosine(labels, predictions)).mean()
 
 
-def _jax_mean() -> Fn:
+def _optax_cosine_distance() -> Fn:
     import jax.numpy as jnp
+    import optax
 
-    return jnp.mean
+    return lambda labels, predictions: jnp.mean(optax.losses.cosine_distance(predictions, labels))
 
 
 MEAN_COSINE_DISTANCE: PeerTable = {
-    "torch": {"torch F.cosine_similarity": _mean_distance(_torch_cosine_similarity, _torch_mean)},
-    "jax": {"optax.cosine_similarity": _mean_distance(_optax_cosine_similarity, _jax_mean)},
+    "torch": {"torch (1 - F.cosine_similarity).mean()": _torch_mean_distance},
+    "jax": {"optax.losses.cosine_distance": _optax_cosine_distance},
 }
 
 

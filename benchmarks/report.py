@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import THREADS
-from benchmarks.harness import Result, Target
+from benchmarks.harness import Result, Target, Timing
 
 
 def table(results: Sequence[Result]) -> str:
@@ -28,27 +28,47 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def _bound(target: Target, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{'<=' if target.at_most else '>='} {value:g}"
+
+
 def target_report(results: Sequence[Result], targets: Sequence[Target]) -> tuple[str, bool]:
-    """Each target that was measured, its ratio, and whether it is met."""
-    lines = ["| target | measured | met |", "| --- | ---: | --- |"]
+    """Each target that was measured: the ratio, the bar, the ambition, whether the bar is met."""
+    lines = [
+        "| target | measured | bar | ambition | met |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
     all_met = True
     for target in targets:
-        found = [r for r in results if (r.case, r.backend) == (target.case, target.backend)]
-        if not found or target.ratio not in found[0].ratios():
+        found = [r for r in results if target.matches(r)]
+        value = found[0].ratio(target.ratio) if found else None
+        if value is None:
             continue
-        value = found[0].ratios()[target.ratio]
-        met = value <= target.bound if target.at_most else value >= target.bound
+        met = target.met(value)
         all_met &= met
-        lines.append(f"| {target.description} | {value:.2f} | {'yes' if met else 'NO'} |")
+        lines.append(
+            f"| {target.description} | {value:.2f} | {_bound(target, target.bound)} | "
+            f"{_bound(target, target.ambition)} | {'yes' if met else 'NO'} |"
+        )
     return "\n".join(lines), all_met
 
 
-def write_json(results: Sequence[Result], path: Path, quick: bool) -> None:
+def write_json(
+    results: Sequence[Result], path: Path, quick: bool, timing: Timing, torch_compiler: str
+) -> None:
     payload = {
         "settings": {
             "quick": quick,
             "threads": THREADS,
-            "timing": "minimum over repeated runs after one warm-up",
+            "timing": (
+                "minimum of single calls after one warm-up: at least "
+                f"{timing.repeat} samples (2 for slow calls) within {timing.budget:g} s; "
+                f"fast calls sample for {timing.fast_budget:g} s, at most "
+                f"{timing.max_samples} samples"
+            ),
+            "torch_compile_backend": torch_compiler,
         },
         "machine": {
             "python": platform.python_version(),
@@ -59,11 +79,13 @@ def write_json(results: Sequence[Result], path: Path, quick: bool) -> None:
         "versions": _versions(),
         "results": [
             {
+                "topic": r.topic,
                 "case": r.case,
                 "backend": r.backend,
                 "shape": r.shape,
                 "dtype": r.dtype,
-                "seconds": {"cosinekit": r.ours, "limit": r.limit, **r.peers},
+                "device": r.device,
+                "seconds": {"cosinekit": r.ours, "limit": r.limit, **r.limits, **r.peers},
                 "ratios": r.ratios(),
             }
             for r in results
@@ -74,7 +96,16 @@ def write_json(results: Sequence[Result], path: Path, quick: bool) -> None:
 
 def _versions() -> dict[str, str]:
     versions = {}
-    for dist in ("cosinekit", "numpy", "torch", "jax", "optax", "scipy", "scikit-learn"):
+    for dist in (
+        "cosinekit",
+        "numpy",
+        "torch",
+        "jax",
+        "optax",
+        "scipy",
+        "scikit-learn",
+        "torchmetrics",
+    ):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

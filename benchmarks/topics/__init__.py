@@ -13,7 +13,9 @@ from benchmarks.harness import Topic
 
 TOPIC_MODULES = (
     "rowwise",
-    "loss",
+    "small",
+    "training",
+    "compiled",
     "pairwise",
     "topk",
     "contrastive",

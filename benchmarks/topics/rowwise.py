@@ -1,4 +1,7 @@
-"""Row-wise cosine similarity against one ``vecdot`` and the peers' own functions."""
+"""Row-wise cosine similarity against one ``vecdot`` and the peers' own functions.
+
+Large batches, float32 and float64; small batches are the ``small`` topic.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import numpy as np
 
 import cosinekit as ck
 from benchmarks.backends import Backend
-from benchmarks.harness import Case, Target, Topic, random_pair
+from benchmarks.harness import Case, Target, Topic, row_pair_cases
 from benchmarks.peers import ROWWISE, resolve
 
 
@@ -16,38 +19,33 @@ from benchmarks.peers import ROWWISE, resolve
 class Sizes:
     rows: int
     features: int
-    small_rows: int
-    small_features: int
     f64_rows: int
 
 
-FULL = Sizes(200_000, 256, 1000, 64, 100_000)
-QUICK = Sizes(20_000, 64, 100, 8, 10_000)
+FULL = Sizes(200_000, 256, 100_000)
+QUICK = Sizes(20_000, 64, 10_000)
 
 
 def cases(backend: Backend, quick: bool) -> list[Case]:
     sizes = QUICK if quick else FULL
     rng = np.random.default_rng(0)
     ours = backend.compile(ck.cosine_similarity)
-    limit = backend.compile(backend.row_dot)
+    limit = backend.row_dot_limit()
     peers = resolve(ROWWISE, backend)
-    plans = [
-        ("row-wise similarity", sizes.rows, sizes.features, np.float32),
-        ("row-wise similarity (small)", sizes.small_rows, sizes.small_features, np.float32),
-        ("row-wise similarity (float64)", sizes.f64_rows, sizes.features, np.float64),
-    ]
     return [
-        Case(
-            name,
+        *row_pair_cases(
+            "row-wise similarity", backend, rng, [(sizes.rows, sizes.features)], ours, limit, peers
+        ),
+        *row_pair_cases(
+            "row-wise similarity (float64)",
             backend,
-            f"{n}x{d}",
-            np.dtype(dtype).name,
-            random_pair(backend, rng, (n, d), (n, d), dtype),
+            rng,
+            [(sizes.f64_rows, sizes.features)],
             ours,
             limit,
             peers,
-        )
-        for name, n, d, dtype in plans
+            np.float64,
+        ),
     ]
 
 

@@ -2,7 +2,7 @@
 
 Every similarity comes from the cosine core: the pairwise matrix from
 ``_pairwise._similarity`` (normalize, then one matrix product, clipped to
-``[-1, 1]``) and the row-wise cosine from ``_similarity._clipped_similarity``.
+``[-1, 1]``) and the row-wise cosine from ``_kernels.similarity_rows``.
 Nothing here forms an ``(n, m, d)`` array.
 
 Numerics shared by the four losses:
@@ -23,13 +23,12 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._kernels import safe_divide
+from ._lib._kernels import safe_divide, similarity_rows
 from ._lib._pairs import prepare_pair
 from ._lib._strategy import log_softmax, stop_gradient, values_are_readable
-from ._lib._validation import choice, namespace_of, positive_eps, real_number
+from ._lib._validation import choice, namespace_of, real_number
 from ._losses import EMBEDDING_LOSS_REDUCTIONS, _reduce
 from ._pairwise import _diagonal, _similarity
-from ._similarity import _clipped_similarity
 
 Array = Any
 
@@ -407,9 +406,9 @@ def cosent_loss(
     19.615819
 
     """
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=None, xp=xp)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp)
     xp = pair.xp
-    cosine = _clipped_similarity(pair, positive_eps(eps))
+    cosine = similarity_rows(xp, pair.x1, pair.x2, pair.axis, pair.eps)
     if cosine.ndim != 1:
         msg = (
             f"x1 and x2 must hold one vector per pair, shape (n, features); the "
@@ -531,11 +530,10 @@ def cosine_triplet_loss(
         msg = f"margin must be a real number, got {type(margin).__name__}"
         raise TypeError(msg)
     xp = namespace_of(anchor, positive, negative, names=("anchor", "positive", "negative"), xp=xp)
-    eps = positive_eps(eps)
 
     def distance(x1: Array, x2: Array, names: tuple[str, str]) -> tuple[Array, Any]:
-        pair = prepare_pair(x1, x2, axis=axis, feature_weights=None, xp=xp, names=names)
-        return 1 - _clipped_similarity(pair, eps), pair.result_dtype
+        pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp, names=names)
+        return 1 - similarity_rows(xp, pair.x1, pair.x2, pair.axis, pair.eps), pair.result_dtype
 
     to_positive, positive_dtype = distance(anchor, positive, ("anchor", "positive"))
     to_negative, negative_dtype = distance(anchor, negative, ("anchor", "negative"))

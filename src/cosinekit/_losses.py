@@ -8,18 +8,17 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._kernels import safe_divide
+from ._lib._kernels import safe_divide, similarity_rows
 from ._lib._pairs import Pair, prepare_pair
 from ._lib._strategy import row_dot
 from ._lib._validation import (
     broadcast_shape,
     choice,
     floating_dtypes,
+    known_count,
     namespace_of,
-    positive_eps,
     real_number,
 )
-from ._similarity import _clipped_similarity
 
 Array = Any
 
@@ -32,14 +31,6 @@ EMBEDDING_LOSS_REDUCTIONS = ("none", "sum", "mean")
 def _loss_shape(pair: Pair) -> tuple[int | None, ...]:
     shape = tuple(pair.x1.shape)
     return shape[: pair.axis + len(shape)] + shape[pair.axis + len(shape) + 1 :]
-
-
-def _count(xp: ModuleType, loss: Array) -> Array:
-    """The number of per-example losses, as an array (lazy sizes stay lazy)."""
-    size = math.prod(loss.shape) if None not in loss.shape else None
-    if size is None or (isinstance(size, float) and math.isnan(size)):
-        return xp.sum(xp.ones_like(loss))
-    return xp.asarray(size, dtype=loss.dtype, device=array_device(loss))
 
 
 def _per_example_weights(pair: Pair, weights: Any, input_ndim: int, name: str) -> Array | None:
@@ -79,7 +70,12 @@ def _reduce(xp: ModuleType, loss: Array, weights: Array | None, reduction: str) 
     elif reduction == "sum_by_nonzero_weights" and weights is not None:
         denominator = xp.sum(xp.astype(weights != 0, loss.dtype))
     else:  # sum_over_batch_size, or mean and nonzero count with unit weights
-        denominator = _count(xp, loss)
+        count = known_count(loss)
+        if count is None:  # lazy sizes stay lazy
+            denominator = xp.sum(xp.ones_like(loss))
+        else:
+            # A Python number: no scalar array to copy to the device.
+            return total / count if count else xp.zeros_like(total)
     return safe_divide(xp, total, denominator)
 
 
@@ -149,16 +145,16 @@ def cosine_distance_loss(
         labels,
         predictions,
         axis=axis,
+        eps=eps,
         feature_weights=None,
         xp=xp,
         names=("labels", "predictions"),
     )
-    eps = positive_eps(eps)
     weights = _per_example_weights(pair, weights, pair.x1.ndim, "weights")
     if assume_normalized:
         loss = 1 - row_dot(pair.xp, pair.x1, pair.x2, pair.axis)
     else:
-        loss = 1 - _clipped_similarity(pair, eps)
+        loss = 1 - similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
     return pair.finish(_reduce(pair.xp, loss, weights, reduction), keepdims=False)
 
 
@@ -186,8 +182,11 @@ def cosine_embedding_loss(
     target : array
         1 for pairs that should align, -1 for pairs that should not. It
         broadcasts to the per-example shape (the inputs without ``axis``).
+        A real, integer or boolean dtype; strings, objects and complex
+        numbers are a ``TypeError``.
     margin : float, optional
         The margin for ``target == -1``, usually in ``[-1, 1]``. Default 0.
+        NaN and infinite margins are a ``ValueError``.
     axis : int, optional
         The feature axis. Default -1.
     reduction : str, optional
@@ -219,10 +218,16 @@ def cosine_embedding_loss(
     if margin_value is None:
         msg = f"margin must be a real number, got {type(margin).__name__}"
         raise TypeError(msg)
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=None, xp=xp)
+    if not math.isfinite(margin_value):
+        # NaN would make every negative pair's loss NaN, +inf zero and -inf
+        # infinite: none of them is a margin.
+        msg = f"margin must be finite, got {margin!r}"
+        raise ValueError(msg)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp)
     namespace_of(pair.x1, target, names=("inputs", "target"), xp=None)
-    if _is_complex(pair.xp, target):
-        msg = f"target must be real, got dtype {target.dtype}"
+    if not pair.xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
+        # Strings and objects compare unequal to 1 and -1: every loss would be 0.
+        msg = f"target must have a real or integer dtype, got dtype {target.dtype}"
         raise TypeError(msg)
     loss_shape = _loss_shape(pair)
     if broadcast_shape(tuple(target.shape), loss_shape, names=("target", "loss")) != loss_shape:
@@ -232,7 +237,9 @@ def cosine_embedding_loss(
         )
         raise ValueError(msg)
     xp = pair.xp
-    cosine = _clipped_similarity(pair, positive_eps(eps))
+    cosine = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    # As numbers: a boolean True is 1, and array-api-strict compares bool with bool only.
+    target = xp.astype(target, cosine.dtype, copy=False)
     zero = xp.zeros_like(cosine)
     loss = xp.where(
         target == 1,
@@ -240,8 +247,3 @@ def cosine_embedding_loss(
         xp.where(target == -1, xp.maximum(cosine - margin_value, zero), zero),
     )
     return pair.finish(_reduce(xp, loss, None, reduction), keepdims=False)
-
-
-def _is_complex(xp: ModuleType, x: Array) -> bool:
-    """Whether ``x`` has a complex dtype."""
-    return bool(xp.isdtype(x.dtype, "complex floating"))

@@ -35,7 +35,8 @@ def l2_normalize(
     eps : float, optional
         Clamp the norm, ``max(||x||, eps)``, as PyTorch does. The default
         ``None`` clamps only zero norms, so every nonzero vector comes out
-        with unit length, even a vector of subnormal numbers.
+        with unit length, even a vector of subnormal numbers. Checked
+        against the compute dtype as in `cosine_similarity`.
     xp : namespace, optional
         The array namespace; inferred from ``x`` by default.
 
@@ -60,9 +61,7 @@ def l2_normalize(
     xp = namespace_of(x, names=("x",), xp=xp)
     result_dtype, compute_dtype = floating_dtypes(xp, x)
     axis = normalize_axis(axis, x.ndim)
-    eps = positive_eps(eps)
+    eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
     x = xp.astype(x, compute_dtype, copy=False)
-    unit, *factor = unit_rows(xp, x, axis, eps)
-    if factor:
-        unit = unit * xp.expand_dims(factor[0], axis=axis)
+    unit = unit_rows(xp, x, axis, eps).clamped(xp, axis)
     return xp.astype(unit, result_dtype, copy=False)

@@ -28,11 +28,8 @@ def _unit(xp: ModuleType, x: Array, eps: float | None) -> tuple[Array, Array]:
     The second array is about 1 for a nonzero row, 0 for a zero row and NaN
     for a row holding NaN or inf; it decides the diagonal of ``y=None``.
     """
-    unit, *factor = unit_rows(xp, x, -1, eps)
-    self_dot = row_dot(xp, unit, unit, -1)
-    if factor:
-        unit = unit * xp.expand_dims(factor[0], axis=-1)
-    return unit, self_dot
+    rows = unit_rows(xp, x, -1, eps)
+    return rows.clamped(xp, -1), row_dot(xp, rows.unit, rows.unit, -1)
 
 
 def _similarity(
@@ -60,7 +57,7 @@ def _similarity(
                 "do not broadcast"
             )
             raise ValueError(msg) from None
-    eps = positive_eps(eps)
+    eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
     unit_x, self_dot = _unit(xp, xp.astype(x, compute_dtype, copy=False), eps)
     unit_y = unit_x if y is None else _unit(xp, xp.astype(y, compute_dtype, copy=False), eps)[0]
     # One matrix product of unit rows: (..., n, d) @ (..., d, m), never (n, m, d).
@@ -103,7 +100,8 @@ def pairwise_cosine_similarity(
         of ``x``. ``None`` (the default) compares ``x`` with itself.
     eps : float, optional
         Clamp each norm separately, ``max(||x||, eps)``. The default ``None``
-        clamps only zero norms.
+        clamps only zero norms. Checked against the compute dtype as in
+        `cosine_similarity`.
     zero_diagonal : bool, optional
         Set the entries whose row and column index are equal to 0, as
         torchmetrics' option of the same name (its default for ``y=None``).

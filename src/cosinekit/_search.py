@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from types import ModuleType
 from typing import Any
 
@@ -11,7 +10,7 @@ from array_api_compat import device as array_device
 
 from ._lib._kernels import unit_rows
 from ._lib._strategy import clip_straight_through, top_k_positions
-from ._lib._validation import floating_dtypes, namespace_of
+from ._lib._validation import floating_dtypes, integer, known_size, namespace_of
 
 Array = Any
 
@@ -32,21 +31,6 @@ def default_chunk_size(n: int, m: int) -> int:
     """
     short = max(1, min(n, m))
     return max(math.isqrt(BLOCK_VALUES), BLOCK_VALUES // short)
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        msg = f"{name} must be an integer, got {type(value).__name__}"
-        raise TypeError(msg)
-    return int(value)
-
-
-def _known_size(x: Array, axis: int, name: str) -> int:
-    size = x.shape[axis]
-    if size is None or (isinstance(size, float) and math.isnan(size)):
-        msg = f"{name} must have a known shape, got {tuple(x.shape)}"
-        raise ValueError(msg)
-    return int(size)
 
 
 def _gather(xp: ModuleType, x: Array, positions: Array) -> Array:
@@ -91,7 +75,7 @@ def _select(xp: ModuleType, values: Array, indices: Array, k: int) -> tuple[Arra
 
 
 def _unit(xp: ModuleType, x: Array) -> Array:
-    return unit_rows(xp, x, -1, None)[0]
+    return unit_rows(xp, x, -1, None).unit
 
 
 def _search_block(
@@ -220,16 +204,16 @@ def cosine_topk(
             f"{tuple(queries.shape)} and {tuple(keys.shape)}"
         )
         raise ValueError(msg)
-    n = _known_size(queries, 0, "queries")
-    m = _known_size(keys, 0, "keys")
-    k = _positive_int(k, "k")
+    n = known_size(queries, 0, "queries")
+    m = known_size(keys, 0, "keys")
+    k = integer(k, "k")
     if not 1 <= k <= m:
         msg = f"k must be between 1 and the number of keys {m}, got {k}"
         raise ValueError(msg)
     if chunk_size is None:
         chunk = default_chunk_size(n, m)
     else:
-        chunk = _positive_int(chunk_size, "chunk_size")
+        chunk = integer(chunk_size, "chunk_size")
         if chunk <= 0:
             msg = f"chunk_size must be positive, got {chunk}"
             raise ValueError(msg)

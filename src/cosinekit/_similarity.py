@@ -6,19 +6,13 @@ import math
 from types import ModuleType
 from typing import Any
 
-from ._lib._kernels import cosine_rows, unit_rows
-from ._lib._pairs import Pair, prepare_pair
+from ._lib._kernels import similarity_rows, unit_rows
+from ._lib._pairs import prepare_pair
 from ._lib._strategy import clip_straight_through, row_dot, row_norm
-from ._lib._validation import positive_eps
 
 Array = Any
 
 __all__ = ["angular_distance", "cosine_distance", "cosine_similarity"]
-
-
-def _clipped_similarity(pair: Pair, eps: float | None) -> Array:
-    cosine = cosine_rows(pair.xp, pair.x1, pair.x2, pair.axis, eps)
-    return clip_straight_through(pair.xp, cosine, -1.0, 1.0)
 
 
 def cosine_similarity(
@@ -49,7 +43,9 @@ def cosine_similarity(
         Clamp each norm separately, ``max(||x||, eps)``, as PyTorch does.
         The default ``None`` clamps only zero norms (the floor is the
         dtype's smallest subnormal number), so every nonzero vector gets its
-        true cosine.
+        true cosine. An ``eps`` below the compute dtype's smallest normal
+        number acts as ``None``; one above its largest finite value is a
+        ``ValueError`` (float16 and bfloat16 are computed in float32).
     keepdims : bool, optional
         Keep ``axis`` with size 1 in the result.
     feature_weights : array, optional
@@ -86,8 +82,9 @@ def cosine_similarity(
     array(0.70710678)
 
     """
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=feature_weights, xp=xp)
-    return pair.finish(_clipped_similarity(pair, positive_eps(eps)), keepdims=keepdims)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
+    similarity = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    return pair.finish(similarity, keepdims=keepdims)
 
 
 def cosine_distance(
@@ -136,8 +133,9 @@ def cosine_distance(
     array([2., 1.])
 
     """
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=feature_weights, xp=xp)
-    return pair.finish(1 - _clipped_similarity(pair, positive_eps(eps)), keepdims=keepdims)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
+    similarity = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    return pair.finish(1 - similarity, keepdims=keepdims)
 
 
 def angular_distance(
@@ -180,7 +178,9 @@ def angular_distance(
     -------
     array
         The angular distance in ``[0, 1]``. A zero vector is at distance 0.5
-        from everything, consistent with its similarity 0.
+        from everything, consistent with its similarity 0; NaN where either
+        vector holds NaN or inf (also when the other is a zero vector) or
+        where ``feature_weights`` holds NaN.
 
     Examples
     --------
@@ -191,19 +191,20 @@ def angular_distance(
     array([0.5, 1. ])
 
     """
-    pair = prepare_pair(x1, x2, axis=axis, feature_weights=feature_weights, xp=xp)
-    eps = positive_eps(eps)
-    xp, axis = pair.xp, pair.axis
-    unit1, *factor1 = unit_rows(xp, pair.x1, axis, eps)
-    unit2, *factor2 = unit_rows(xp, pair.x2, axis, eps)
+    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
+    xp, axis, eps = pair.xp, pair.axis, pair.eps
+    unit1, factor1 = unit_rows(xp, pair.x1, axis, eps)
+    unit2, factor2 = unit_rows(xp, pair.x2, axis, eps)
     half_angle = xp.atan2(row_norm(xp, unit1 - unit2, axis), row_norm(xp, unit1 + unit2, axis))
-    # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5.
-    either_nonzero = (row_dot(xp, unit1, unit1, axis) > 0) | (row_dot(xp, unit2, unit2, axis) > 0)
-    angle = xp.where(either_nonzero, half_angle * (2 / math.pi), xp.full_like(half_angle, 0.5))
-    if eps is not None:
+    # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5. The
+    # test is "both zero" by equality, which is False for a NaN unit vector
+    # (NaN or inf in the input), so NaN stays NaN.
+    both_zero = (row_dot(xp, unit1, unit1, axis) == 0) & (row_dot(xp, unit2, unit2, axis) == 0)
+    angle = xp.where(both_zero, xp.full_like(half_angle, 0.5), half_angle * (2 / math.pi))
+    if factor1 is not None and factor2 is not None:
         # Where eps clamps a norm, use the angle of the clamped cosine; it is
         # strictly inside (-1, 1) there, where arccos is accurate.
-        shrink = factor1[0] * factor2[0]
+        shrink = factor1 * factor2
         clamped = shrink < 1
         cosine = xp.where(clamped, row_dot(xp, unit1, unit2, axis) * shrink, xp.zeros_like(shrink))
         angle = xp.where(clamped, xp.acos(xp.clip(cosine, -1.0, 1.0)) / math.pi, angle)

@@ -30,11 +30,12 @@ Design (see the "Numerics" docs page):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from ._strategy import (
+    clip_straight_through,
     quiet_overflow,
     row_dot,
     row_dot_and_norms,
@@ -186,23 +187,97 @@ def _rescaled_cosine(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float
     return xp.where(finite, cosine, xp.full_like(cosine, float("nan")))
 
 
+class UnitRows(NamedTuple):
+    """Vectors scaled to unit length, and the ``eps`` clamp as a separate factor.
+
+    ``unit`` is ``x / ||x||`` (zero vectors stay zero, vectors holding NaN or
+    inf are NaN); ``factor`` is ``min(1, ||x|| / eps)`` with ``axis``
+    removed, or None without ``eps``. Kept apart because angles and the
+    pairwise diagonal need the unclamped direction.
+    """
+
+    unit: Array
+    factor: Array | None
+
+    def clamped(self, xp: ModuleType, axis: int) -> Array:
+        """``x / max(||x||, eps)``: the one place this quotient is formed."""
+        if self.factor is None:
+            return self.unit
+        return self.unit * xp.expand_dims(self.factor, axis=axis)
+
+
+class _Cosine(NamedTuple):
+    cosine: Array
+
+
+_Rows = TypeVar("_Rows", UnitRows, _Cosine)
+
+
+# The one-pass path's result: which rows it got right, and ``finish(all_ok)``
+# that builds the result. With ``all_ok=False`` it first makes the rows outside
+# the safe range finite, so that no NaN leaks into the gradient through the
+# ``where`` that later replaces them.
+_FastRows = tuple[Array, Callable[[bool], _Rows]]
+
+
+def _by_path(
+    xp: ModuleType,
+    arrays: tuple[Array, ...],
+    axis: int,
+    *,
+    empty: Callable[[], _Rows],
+    fast: Callable[[], _FastRows[_Rows]],
+    flagged: Callable[[], tuple[_Rows, Array]],
+    rescaled: Callable[..., _Rows],
+) -> _Rows:
+    """The one path choice of the kernels, made on every array argument.
+
+    * No data (a size-0 axis): ``empty()``, from shapes alone.
+    * Values readable on every argument (see ``values_are_readable``): the
+      one-pass ``fast()`` on all rows, and ``rescaled`` again on the rows
+      outside its safe range only.
+    * Otherwise, with a traced conditional (JAX): ``flagged()`` gives the
+      fast result and a 0-d "some row needs rescaling" flag, and the branch
+      recomputes the whole batch when it is set.
+    * Otherwise (Dask, compiled or transformed PyTorch, accelerators without
+      a traced conditional): ``rescaled`` on everything, branch-free.
+
+    ``rescaled(*arrays, axis)`` is exact on every row.
+    """
+    if any(n == 0 for n in arrays[0].shape):
+        return empty()
+    if not values_are_readable(xp, *arrays):
+        branch = traced_branch(xp)
+        if branch is None:
+            return rescaled(*arrays, axis)
+        result, needs_rescaling = flagged()
+        return branch(  # type: ignore[no-any-return]
+            needs_rescaling, lambda: rescaled(*arrays, axis), lambda: result
+        )
+    ok, finish = fast()
+    all_ok = bool(xp.all(ok))
+    result = finish(all_ok)
+    if all_ok:
+        return result
+    return _repair_rows(xp, result, ok, lambda *rows: rescaled(*rows, -1), arrays, axis)
+
+
 def _repair_rows(
     xp: ModuleType,
-    fast: tuple[Array, ...],
+    fast: _Rows,
     fast_ok: Array,
-    rescaled: Callable[..., tuple[Array, ...]],
-    arrays: Sequence[Array],
+    rescaled: Callable[..., _Rows],
+    arrays: tuple[Array, ...],
     axis: int,
-) -> tuple[Array, ...]:
-    """Replace each of ``fast`` where ``fast_ok`` is False by ``rescaled`` of those rows.
+) -> _Rows:
+    """Replace each field of ``fast`` where ``fast_ok`` is False by ``rescaled`` of those rows.
 
-    ``fast_ok`` has the batch shape (``axis`` removed); each output has either
-    that shape or the full shape of ``arrays``. Callers call it only when
-    some row is bad. Only the rows that need it are gathered (``nonzero`` and
-    ``take``) and recomputed, so the cost is in proportion to the bad rows.
-    The results are spread back without a scatter: the position of a bad row
-    in the compact result is the running count of bad rows, a
-    ``cumulative_sum``.
+    ``fast_ok`` has the batch shape (``axis`` removed); each field has either
+    that shape or the full shape of ``arrays`` (or is None). Only the rows
+    that need it are gathered (``nonzero`` and ``take``) and recomputed, so
+    the cost is in proportion to the bad rows. The results are spread back
+    without a scatter: the position of a bad row in the compact result is
+    the running count of bad rows, a ``cumulative_sum``.
     """
     moved = [xp.moveaxis(a, axis, -1) for a in arrays]
     rows = [xp.reshape(m, (-1, m.shape[-1])) for m in moved]
@@ -210,106 +285,106 @@ def _repair_rows(
     (bad_index,) = xp.nonzero(bad)
     repaired = rescaled(*(xp.take(r, bad_index, axis=0) for r in rows))
     position = xp.clip(xp.cumulative_sum(xp.astype(bad, bad_index.dtype)) - 1, min=0)
-    merged = []
+    merged: list[Array | None] = []
     for fast_value, repaired_value in zip(fast, repaired, strict=True):
+        if fast_value is None:
+            merged.append(None)
+            continue
         spread = xp.take(repaired_value, position, axis=0)
         if spread.ndim == 2:
             spread = xp.moveaxis(xp.reshape(spread, moved[0].shape), -1, axis)
             merged.append(xp.where(xp.expand_dims(fast_ok, axis=axis), fast_value, spread))
         else:
             merged.append(xp.where(fast_ok, fast_value, xp.reshape(spread, fast_ok.shape)))
-    return tuple(merged)
+    return type(fast)(*merged)
 
 
-def _no_rows(x: Array) -> bool:
-    """Whether ``x`` has no data: no vectors, or vectors of no features.
+def _fast_cosine(
+    xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None
+) -> _FastRows[_Cosine]:
+    with quiet_overflow():
+        dot, norm1, norm2 = row_dot_and_norms(xp, x1, x2, axis)
+    ok = _in_safe_range(xp, norm1) & _in_safe_range(xp, norm2)
 
-    The result then follows from the shape alone (the sums are 0, so every
-    vector is a zero vector), and Dask refuses a maximum over no rows.
-    """
-    return any(n == 0 for n in x.shape)
+    def finish(all_ok: bool) -> _Cosine:
+        d, n1, n2 = dot, norm1, norm2
+        if not all_ok:
+            ones = _ones_like(xp, d)
+            d = xp.where(ok, d, xp.zeros_like(d))
+            n1 = xp.where(ok, n1, ones)
+            n2 = xp.where(ok, n2, ones)
+        cosine = d / (n1 * n2)
+        if eps is not None:
+            cosine = cosine * _eps_factor(xp, n1, None, eps) * _eps_factor(xp, n2, None, eps)
+        return _Cosine(cosine)
+
+    return ok, finish
+
+
+def _flagged_cosine_rows(
+    xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None
+) -> tuple[_Cosine, Array]:
+    flagged = _flagged_cosine(xp, x1, x2, axis, eps)
+    return _Cosine(flagged), xp.any(xp.isnan(flagged))
 
 
 def cosine_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
     """Unclipped cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``."""
-    if _no_rows(x1):
-        return row_dot(xp, x1, x2, axis)
-    # Either input may be the traced one (the other a closed-over constant).
-    if not (values_are_readable(xp, x1) and values_are_readable(xp, x2)):
-        branch = traced_branch(xp)
-        if branch is None:
-            return _rescaled_cosine(xp, x1, x2, axis, eps)
-        flagged = _flagged_cosine(xp, x1, x2, axis, eps)
-        return branch(
-            xp.any(xp.isnan(flagged)),
-            lambda: _rescaled_cosine(xp, x1, x2, axis, eps),
-            lambda: flagged,
-        )
-    with quiet_overflow():
-        dot, norm1, norm2 = row_dot_and_norms(xp, x1, x2, axis)
-    fast_ok = _in_safe_range(xp, norm1) & _in_safe_range(xp, norm2)
-    all_ok = bool(xp.all(fast_ok))
-    if not all_ok:
-        # Rows outside the safe range are replaced below; keep their fast
-        # values finite so that no NaN leaks into the gradient through where.
-        ones = _ones_like(xp, dot)
-        dot = xp.where(fast_ok, dot, xp.zeros_like(dot))
-        norm1 = xp.where(fast_ok, norm1, ones)
-        norm2 = xp.where(fast_ok, norm2, ones)
-    fast = dot / (norm1 * norm2)
-    if eps is not None:
-        fast = fast * _eps_factor(xp, norm1, None, eps) * _eps_factor(xp, norm2, None, eps)
-    if all_ok:
-        return fast
-    (cosine,) = _repair_rows(
+    return _by_path(
         xp,
-        (fast,),
-        fast_ok,
-        lambda a, b: (_rescaled_cosine(xp, a, b, -1, eps),),
         (x1, x2),
         axis,
-    )
-    return cosine
+        empty=lambda: _Cosine(row_dot(xp, x1, x2, axis)),
+        fast=lambda: _fast_cosine(xp, x1, x2, axis, eps),
+        flagged=lambda: _flagged_cosine_rows(xp, x1, x2, axis, eps),
+        rescaled=lambda a, b, ax: _Cosine(_rescaled_cosine(xp, a, b, ax, eps)),
+    ).cosine
 
 
-def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[Array, ...]:
+def similarity_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
+    """Cosine similarity of broadcast ``x1`` and ``x2`` along ``axis``, clipped to [-1, 1]."""
+    return clip_straight_through(xp, cosine_rows(xp, x1, x2, axis, eps), -1.0, 1.0)
+
+
+def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> UnitRows:
     unit, factor, finite = _rescaled_unit_parts(xp, x, axis, eps)
-    unit = xp.where(finite, unit, xp.full_like(unit, float("nan")))
-    return (unit,) if factor is None else (unit, factor)
+    return UnitRows(xp.where(finite, unit, xp.full_like(unit, float("nan"))), factor)
 
 
-def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> tuple[Array, ...]:
-    """Unit vectors along ``axis`` (zero stays zero), and with ``eps`` the factor.
-
-    The factor is ``min(1, ||x|| / eps)`` with ``axis`` removed, so that
-    ``unit * factor == x / max(||x||, eps)``.
-    """
-    if _no_rows(x):
-        return (x,) if eps is None else (x, row_dot(xp, x, x, axis))
-    if not values_are_readable(xp, x):
-        branch = traced_branch(xp)
-        if branch is None:
-            return _rescaled_unit(xp, x, axis, eps)
-        sumsq = row_dot(xp, x, x, axis)
-        norm = _clamped_norm(xp, sumsq)
-        unit = x / xp.expand_dims(norm, axis=axis)
-        fast = (unit,) if eps is None else (unit, _eps_factor(xp, norm, None, eps))
-        return branch(  # type: ignore[no-any-return]
-            xp.any(xp.isnan(_range_flag(xp, sumsq))),
-            lambda: _rescaled_unit(xp, x, axis, eps),
-            lambda: fast,
-        )
+def _fast_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> _FastRows[UnitRows]:
     with quiet_overflow():
         norm = row_norm(xp, x, axis)
-    fast_ok = _in_safe_range(xp, norm)
-    all_ok = bool(xp.all(fast_ok))
-    if not all_ok:
-        norm = xp.where(fast_ok, norm, _ones_like(xp, norm))
+    ok = _in_safe_range(xp, norm)
+
+    def finish(all_ok: bool) -> UnitRows:
+        n = norm if all_ok else xp.where(ok, norm, _ones_like(xp, norm))
+        factor = None if eps is None else _eps_factor(xp, n, None, eps)
+        return UnitRows(x / xp.expand_dims(n, axis=axis), factor)
+
+    return ok, finish
+
+
+def _flagged_unit(
+    xp: ModuleType, x: Array, axis: int, eps: float | None
+) -> tuple[UnitRows, Array]:
+    sumsq = row_dot(xp, x, x, axis)
+    norm = _clamped_norm(xp, sumsq)
+    factor = None if eps is None else _eps_factor(xp, norm, None, eps)
     unit = x / xp.expand_dims(norm, axis=axis)
-    fast = (unit,) if eps is None else (unit, _eps_factor(xp, norm, None, eps))
-    if all_ok:
-        return fast
-    return _repair_rows(xp, fast, fast_ok, lambda a: _rescaled_unit(xp, a, -1, eps), (x,), axis)
+    return UnitRows(unit, factor), xp.any(xp.isnan(_range_flag(xp, sumsq)))
+
+
+def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> UnitRows:
+    """Unit vectors along ``axis`` (zero stays zero) and, with ``eps``, the clamp factor."""
+    return _by_path(
+        xp,
+        (x,),
+        axis,
+        empty=lambda: UnitRows(x, None if eps is None else row_dot(xp, x, x, axis)),
+        fast=lambda: _fast_unit(xp, x, axis, eps),
+        flagged=lambda: _flagged_unit(xp, x, axis, eps),
+        rescaled=lambda a, ax: _rescaled_unit(xp, a, ax, eps),
+    )
 
 
 def safe_divide(xp: ModuleType, numerator: Array, denominator: Array) -> Array:

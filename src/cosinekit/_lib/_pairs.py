@@ -7,7 +7,13 @@ from types import ModuleType
 from typing import Any
 
 from ._strategy import values_are_readable
-from ._validation import broadcast_shape, floating_dtypes, namespace_of, normalize_axis
+from ._validation import (
+    broadcast_shape,
+    floating_dtypes,
+    namespace_of,
+    normalize_axis,
+    positive_eps,
+)
 
 Array = Any
 
@@ -21,6 +27,7 @@ class Pair:
     x2: Array
     axis: int  # negative index of the feature axis in the broadcast shape
     result_dtype: Any
+    eps: float | None  # checked against the compute dtype (see positive_eps)
 
     def finish(self, values: Array, *, keepdims: bool) -> Array:
         """Cast a per-row result back to the result dtype, keeping the axis if asked."""
@@ -36,11 +43,12 @@ def prepare_pair(
     x2: Array,
     *,
     axis: object,
+    eps: object,
     feature_weights: Array | None,
     xp: ModuleType | None,
     names: tuple[str, str] = ("x1", "x2"),
 ) -> Pair:
-    """Validate, promote and broadcast ``x1`` and ``x2``.
+    """Validate, promote and broadcast ``x1`` and ``x2``, and check ``eps``.
 
     With ``feature_weights`` the inputs become ``sqrt(w) * x``, so that every
     formula downstream computes the weighted cosine
@@ -62,7 +70,7 @@ def prepare_pair(
         # Zero the excluded features before multiplying: 0 * inf would be NaN.
         x1 = root * xp.where(excluded, zero, x1)
         x2 = root * xp.where(excluded, zero, x2)
-    return Pair(xp, x1, x2, axis, result_dtype)
+    return Pair(xp, x1, x2, axis, result_dtype, positive_eps(eps, xp=xp, dtype=compute_dtype))
 
 
 def _root_weights(

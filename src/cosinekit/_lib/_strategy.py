@@ -6,13 +6,16 @@ each covered by the same tests on every backend:
 
 ``values_are_readable``
     Whether the code may look at array values (``bool(xp.all(...))``) and pick
-    data-dependent shapes (``nonzero``). Where it may (NumPy, CuPy, eager
-    PyTorch, JAX outside a trace, array-api-strict with data-dependent
-    shapes allowed) cosinekit takes a fast one-pass path and repairs only the
-    rows that need rescaling. Where it may not (Dask, JAX tracers under
-    ``jit``, ``grad`` or ``vmap``, ``torch.compile``, ``torch.func``
-    transforms) it takes the traced path (see ``traced_branch``), which is
-    equally exact and never forces a computation.
+    data-dependent shapes (``nonzero``), judged on every array argument at
+    once. Where it may (NumPy, eager PyTorch and JAX on the CPU,
+    array-api-strict with data-dependent shapes allowed) cosinekit takes a
+    fast one-pass path and repairs only the rows that need rescaling. Where it
+    may not, it takes the traced path (see ``traced_branch``), which is
+    equally exact, never forces a computation and never synchronizes: when
+    any argument is lazy (Dask) or traced (any JAX transformation in
+    progress, ``torch.compile``, a ``torch.func`` transform), and when any
+    argument lives on an accelerator (PyTorch off the CPU, CuPy, JAX on a
+    GPU), where reading a value is a device-to-host synchronization.
 
 ``traced_branch``
     A conditional that runs inside a trace. Under ``jax.jit`` the fast path
@@ -95,25 +98,25 @@ from array_api_compat import (
 Array = Any
 
 
-def values_are_readable(xp: ModuleType, x: Array) -> bool:
-    """Return True where reading values of ``x`` is cheap and allowed."""
-    if is_jax_namespace(xp):
-        import jax
+def values_are_readable(xp: ModuleType, *arrays: Array) -> bool:
+    """Return True where reading values of every one of ``arrays`` is allowed and cheap.
 
-        # Concrete JAX arrays are eager (one dispatch per operation, nothing
-        # to compile per call); tracers under jit, grad or vmap are not. A
-        # concrete array closed over by a jitted function is not readable
-        # either: every value computed from it inside the trace is a tracer.
-        return not isinstance(x, jax.core.Tracer) and not _jax_is_tracing()
-    if is_lazy_array(x):
+    Every array argument counts: one traced, lazy or transformed argument
+    among concrete ones makes the whole computation traced. Reading a value
+    on an accelerator is a device-to-host synchronization (it stalls the
+    stream and breaks CUDA-graph capture), so arrays off the CPU are never
+    read either.
+    """
+    if is_jax_namespace(xp):
+        return _jax_values_are_readable(arrays)
+    if is_torch_namespace(xp):
+        return _torch_values_are_readable(arrays)
+    if is_cupy_namespace(xp):
+        # CuPy arrays live on a GPU: reading one synchronizes.
+        return False
+    if any(is_lazy_array(x) for x in arrays):
         # Dask would compute the graph.
         return False
-    if is_torch_namespace(xp):
-        import torch
-
-        # A data-dependent branch breaks a torch.compile(fullgraph=True) graph
-        # and is refused inside torch.func.vmap.
-        return not (torch.compiler.is_compiling() or _inside_torch_func(x))
     if is_array_api_strict_namespace(xp):
         import array_api_strict
 
@@ -121,19 +124,32 @@ def values_are_readable(xp: ModuleType, x: Array) -> bool:
     return True
 
 
-def _jax_is_tracing() -> bool:
-    """Whether a JAX transformation (jit, grad, vmap) is tracing right now.
-
-    JAX has no public query; its private one is used where present, and
-    otherwise a probe: under ``jit`` arithmetic on a constant is staged.
-    """
+def _jax_values_are_readable(arrays: tuple[Array, ...]) -> bool:
     import jax
+    from jax._src.core import trace_state_clean
 
-    try:
-        from jax._src.core import trace_state_clean
-    except ImportError:  # pragma: no cover - other JAX versions
-        return isinstance(jax.numpy.zeros(()) + 0, jax.core.Tracer)
-    return not bool(trace_state_clean())
+    # Under jit even an operation on concrete (closed-over) arrays yields a
+    # tracer, so the question is whether any transformation is running at
+    # all; JAX has no public spelling of it. Concrete arrays outside a trace
+    # are eager (one dispatch per operation, nothing compiled per call).
+    return trace_state_clean() and all(
+        not isinstance(x, jax.core.Tracer) and all(d.platform == "cpu" for d in x.devices())
+        for x in arrays
+    )
+
+
+def _torch_values_are_readable(arrays: tuple[Array, ...]) -> bool:
+    import torch
+
+    # A data-dependent branch breaks a torch.compile(fullgraph=True) graph
+    # and is refused inside torch.func transforms; "meta" and accelerator
+    # tensors cannot be read without a device synchronization.
+    if torch.compiler.is_compiling():
+        return False
+    return all(
+        x.device.type == "cpu" and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        for x in arrays
+    )
 
 
 def traced_branch(xp: ModuleType) -> Callable[..., Any] | None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
 Array = Any
@@ -26,12 +27,23 @@ def _type_name(obj: object) -> str:
 def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) -> ModuleType:
     """Return the array namespace shared by ``arrays``.
 
-    Raises ``TypeError`` for a non-array (list, scalar, ``None``) and for
-    arrays of different libraries, naming the offending types.
+    Raises ``TypeError`` for a non-array (list, scalar, ``None``), for arrays
+    whose values carry meaning the array API does not see (NumPy masked
+    arrays; ``np.matrix`` is no array-API object at all) and for arrays of
+    different libraries, naming the offending types.
     """
     for name, x in zip(names, arrays, strict=True):
         if not is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
             msg = f"{name} must be an array of an array-API library, got {_type_name(x)}"
+            raise TypeError(msg)
+        if isinstance(x, np.ma.MaskedArray):
+            # Every array-API operation would ignore the mask, silently.
+            msg = (
+                f"{name} is a NumPy masked array ({_type_name(x)}), whose mask the array "
+                "API would ignore; pass x.filled(value) or x.data to say what the masked "
+                "values mean (for row-wise functions feature_weights=1 - x.mask leaves "
+                "masked features out)"
+            )
             raise TypeError(msg)
     if xp is not None:
         return xp
@@ -96,6 +108,29 @@ def _known(n: int | float | None) -> bool:
     return n is not None and not (isinstance(n, float) and math.isnan(n))
 
 
+def integer(value: object, name: str) -> int:
+    """``value`` as an ``int``; a bool, float or anything else is a ``TypeError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{name} must be an integer, got {_type_name(value)}"
+        raise TypeError(msg)
+    return int(value)
+
+
+def known_size(x: Array, axis: int, name: str) -> int:
+    """The size of ``x`` along ``axis``; an unknown (lazy) size is a ``ValueError``."""
+    size = x.shape[axis]
+    if not _known(size):
+        msg = f"{name} must have a known shape, got {tuple(x.shape)}"
+        raise ValueError(msg)
+    return int(size)
+
+
+def known_count(x: Array) -> int | None:
+    """The number of elements of ``x``, or None where a size is unknown (lazy)."""
+    shape = tuple(x.shape)
+    return math.prod(shape) if all(_known(n) for n in shape) else None
+
+
 def broadcast_shape(*shapes: Shape, names: Sequence[str]) -> Shape:
     """Broadcast ``shapes`` by the array-API rules, or raise ``ValueError``.
 
@@ -122,8 +157,15 @@ def broadcast_shape(*shapes: Shape, names: Sequence[str]) -> Shape:
     return tuple(result)
 
 
-def positive_eps(eps: object) -> float | None:
-    """Check ``eps``: ``None`` or a positive finite real number."""
+def positive_eps(eps: object, *, xp: ModuleType, dtype: Any) -> float | None:
+    """Check ``eps`` against the compute ``dtype``: ``None`` or a positive finite number.
+
+    An ``eps`` above the dtype's largest finite value is a ``ValueError``: it
+    would overflow to inf. One below the dtype's smallest normal number
+    returns ``None``: no norm the dtype represents to full precision lies
+    below it, and as a subnormal (or flushed to zero, as XLA does on the CPU)
+    it would divide by 0. Such an ``eps`` clamps only zero norms, as ``None``.
+    """
     if eps is None:
         return None
     value = real_number(eps)
@@ -133,6 +175,15 @@ def positive_eps(eps: object) -> float | None:
     if not (math.isfinite(value) and value > 0):
         msg = f"eps must be None or a positive finite number, got {eps!r}"
         raise ValueError(msg)
+    info = xp.finfo(dtype)
+    if value > float(info.max):
+        msg = (
+            f"eps={eps!r} is above the largest finite value {float(info.max):g} of the "
+            f"compute dtype {dtype}"
+        )
+        raise ValueError(msg)
+    if value < float(info.smallest_normal):
+        return None
     return value
 
 
