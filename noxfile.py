@@ -91,6 +91,11 @@ def _run_tests(session: nox.Session, backends: list[str], device: str = "cpu") -
         # backend; its CPU wheel here exists for CPython 3.11 only, so the
         # numpy sessions on other Pythons skip those comparisons (saying so).
         session.install(*BACKEND_DEPS["torch"])
+    if session.python == BACKEND_PYTHON:
+        # pytorch-metric-learning is the NT-Xent reference. Without its
+        # dependencies, so that pip can never replace the torch above; tqdm
+        # is the one it imports that the test dependencies lack.
+        session.install("--no-deps", "pytorch-metric-learning", "tqdm")
     env = {"COSINEKIT_BACKENDS": ",".join(backends), "COSINEKIT_DEVICE": device}
     session.run("pytest", *session.posargs, env=env)
 
@@ -167,7 +172,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=BACKEND_PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors, and run the pages' examples."""
-    session.install("-e", ".", "-r", "docs/requirements.txt", "pytest>=8")
+    # scikit-learn: the contrastive page trains on its bundled digits data.
+    session.install("-e", ".", "-r", "docs/requirements.txt", "pytest>=8", "scikit-learn")
     # The pages show the same call on several backends; their examples run.
     for backend in ("torch", "jax", "dask", "array_api_strict"):
         session.install(*BACKEND_DEPS[backend])

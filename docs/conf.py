@@ -47,6 +47,7 @@ API_GROUPS: dict[str, list[str]] = {
         "angular_distance",
     ],
     "Losses": ["cosine_distance_loss", "cosine_embedding_loss"],
+    "Contrastive losses": ["info_nce_loss", "ntxent_loss", "cosent_loss", "cosine_triplet_loss"],
     "Pairwise similarity and search": [
         "pairwise_cosine_similarity",
         "pairwise_cosine_distance",
@@ -74,7 +75,26 @@ def _api_reference() -> str:
         lines += ["```", ""]
         for name in names:
             lines += ["```{eval-rst}", f".. autofunction:: cosinekit.{name}", "```", ""]
+    lines += _torch_modules_reference()
     return "\n".join(lines)
+
+
+def _torch_modules_reference() -> list[str]:
+    """The ``cosinekit.torch`` section: one entry per module in its ``__all__``."""
+    import cosinekit.torch
+
+    lines = [
+        "## PyTorch modules: `cosinekit.torch`",
+        "",
+        cosinekit.torch.__doc__.splitlines()[0],
+        "",
+    ]
+    lines += ["```{eval-rst}", ".. autosummary::", "   :nosignatures:", ""]
+    lines += [f"   cosinekit.torch.{name}" for name in cosinekit.torch.__all__]
+    lines += ["```", ""]
+    for name in cosinekit.torch.__all__:
+        lines += ["```{eval-rst}", f".. autoclass:: cosinekit.torch.{name}", "```", ""]
+    return lines
 
 
 def _fill_api_page(app: Sphinx, docname: str, source: list[str]) -> None:

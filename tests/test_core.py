@@ -58,6 +58,10 @@ CONTRACT_FUNCTIONS = {
     "pairwise_cosine_distance",
     "cosine_topk",
     "cosine_range_search",
+    "info_nce_loss",
+    "ntxent_loss",
+    "cosent_loss",
+    "cosine_triplet_loss",
 }
 
 

@@ -4,6 +4,7 @@ One source runs on NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict
 arrays; results keep the input's library, device and floating dtype.
 """
 
+from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
 from ._losses import cosine_distance_loss, cosine_embedding_loss
 from ._normalize import l2_normalize
 from ._pairwise import pairwise_cosine_distance, pairwise_cosine_similarity
@@ -16,13 +17,17 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "angular_distance",
+    "cosent_loss",
     "cosine_distance",
     "cosine_distance_loss",
     "cosine_embedding_loss",
     "cosine_range_search",
     "cosine_similarity",
     "cosine_topk",
+    "cosine_triplet_loss",
+    "info_nce_loss",
     "l2_normalize",
+    "ntxent_loss",
     "pairwise_cosine_distance",
     "pairwise_cosine_similarity",
 ]

@@ -81,8 +81,12 @@ def _pairwise(
     *,
     distance: bool,
     zero_diagonal: bool,
-) -> Array:
-    """The clipped similarity (or distance) matrix with its diagonal set, in the result dtype.
+    cast: bool = True,
+) -> tuple[ModuleType, Array, Any]:
+    """``(xp, matrix, result_dtype)``: the clipped similarity (or distance), diagonal set.
+
+    The matrix is in the result dtype, or with ``cast=False`` in the compute
+    dtype (float32 for half precision), for callers that reduce it further.
 
     Memory: the matrix product is the only array as large as the result.
     Clipping, ``1 - s`` and the diagonal are written into it in place where
@@ -149,8 +153,10 @@ def _pairwise(
         return set_diagonal(xp, values, own, offset=start, owned=True)
 
     n = x.shape[-2]
+    if not cast:
+        return xp, block(0, None), result_dtype
     if result_dtype == compute_dtype or not writable_in_place(xp, unit_x) or n < 2:
-        return xp.astype(block(0, None), result_dtype, copy=False)
+        return xp, xp.astype(block(0, None), result_dtype, copy=False), result_dtype
     # Half precision: float32 blocks written into the result as they come.
     shape = (*broadcast_shape(tuple(x.shape[:-2]), tuple(unit_y.shape[:-2]), names=names), n)
     result = xp.empty((*shape, unit_y.shape[-2]), dtype=result_dtype, device=array_device(x))
@@ -158,7 +164,20 @@ def _pairwise(
     for start in range(0, n, step):
         stop = min(start + step, n)
         result[..., start:stop, :] = block(start, stop)
-    return result
+    return xp, result, result_dtype
+
+
+def similarity_matrix(
+    x: Array, y: Array | None, eps: object, xp: ModuleType | None
+) -> tuple[ModuleType, Array, Any]:
+    """``(xp, similarity, result_dtype)``, the similarity clipped and in the compute dtype.
+
+    The core of the losses built on the pairwise similarity (the contrastive
+    family): they reduce it, so it stays in float32 for half-precision inputs.
+    With ``y=None`` its diagonal is 1 for nonzero rows, as in
+    `pairwise_cosine_similarity`.
+    """
+    return _pairwise(x, y, eps, xp, distance=False, zero_diagonal=False, cast=False)
 
 
 def pairwise_cosine_similarity(
@@ -232,7 +251,7 @@ def pairwise_cosine_similarity(
            [0.    ]])
 
     """
-    return _pairwise(x, y, eps, xp, distance=False, zero_diagonal=zero_diagonal)
+    return _pairwise(x, y, eps, xp, distance=False, zero_diagonal=zero_diagonal)[1]
 
 
 def pairwise_cosine_distance(
@@ -289,4 +308,4 @@ def pairwise_cosine_distance(
            [1., 1., 0.]])
 
     """
-    return _pairwise(x, y, eps, xp, distance=True, zero_diagonal=False)
+    return _pairwise(x, y, eps, xp, distance=True, zero_diagonal=False)[1]
