@@ -24,7 +24,7 @@ from typing import Any
 from array_api_compat import device as array_device
 
 from ._lib._kernels import safe_divide, similarity_rows
-from ._lib._pairs import prepare_pair
+from ._lib._pairs import as_result, prepare_pair
 from ._lib._strategy import log_softmax, stop_gradient, values_are_readable
 from ._lib._validation import choice, namespace_of, real_number
 from ._losses import EMBEDDING_LOSS_REDUCTIONS, _reduce
@@ -77,12 +77,6 @@ def _check_vector(xp: ModuleType, labels: Array, n: int | None, name: str, like:
     if labels.ndim != 1 or (isinstance(n, int) and isinstance(size, int) and size != n):
         msg = f"{name} must have shape ({n},), got shape {tuple(labels.shape)}"
         raise ValueError(msg)
-
-
-def _finish(xp: ModuleType, values: Array, dtype: Any, like: Array) -> Array:
-    """Cast to the result dtype; NumPy scalars become 0-d arrays."""
-    values = xp.astype(values, dtype, copy=False)
-    return values if isinstance(values, type(like)) else xp.asarray(values)
 
 
 def info_nce_loss(
@@ -208,7 +202,7 @@ def info_nce_loss(
         loss = -_picked(xp, log_softmax(xp, logits, axis=1), target)
         if symmetric:
             loss = (loss - _picked(xp, log_softmax(xp, logits, axis=0), target)) / 2
-    return _finish(xp, _reduce(xp, loss, None, reduction), result_dtype, similarity)
+    return as_result(xp, _reduce(xp, loss, None, reduction), result_dtype, like=similarity)
 
 
 def _picked(xp: ModuleType, logits: Array, target: Array | None) -> Array:
@@ -327,7 +321,7 @@ def ntxent_loss(
     pair_loss = xp.where(has_negative, xp.where(nan, argument, softplus), zeros)
     total = xp.sum(xp.where(positive, pair_loss, zeros))
     count = xp.sum(xp.astype(positive, logits.dtype))
-    return _finish(xp, safe_divide(xp, total, count), result_dtype, similarity)
+    return as_result(xp, safe_divide(xp, total, count), result_dtype, like=similarity)
 
 
 def cosent_loss(
@@ -545,4 +539,4 @@ def cosine_triplet_loss(
     hinge = to_positive - to_negative + margin_value
     loss = xp.maximum(hinge, xp.zeros_like(hinge))
     result_dtype = xp.result_type(positive_dtype, negative_dtype)
-    return _finish(xp, _reduce(xp, loss, None, reduction), result_dtype, loss)
+    return as_result(xp, _reduce(xp, loss, None, reduction), result_dtype, like=loss)

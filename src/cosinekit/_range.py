@@ -12,7 +12,15 @@ from array_api_compat import device as array_device
 from ._lib._select import self_mask, sort_triples
 from ._lib._strategy import clip_straight_through, dask_search_pairs
 from ._lib._validation import real_number
-from ._search import Progress, SearchInputs, _itemsize, _rows, _starts, _unit, block_rows
+from ._search import (
+    Progress,
+    SearchInputs,
+    block_rows,
+    block_starts,
+    dtype_bytes,
+    row_block,
+    unit_vectors,
+)
 
 Array = Any
 Pairs = tuple[Array, Array, Array]
@@ -49,12 +57,12 @@ def eager_pairs(
     n, m = queries.shape[0], keys.shape[0]
     query_rows, key_rows = blocks
     index_dtype = xp.__array_namespace_info__().default_dtypes()["indexing"]
-    query_blocks = list(_starts(n, query_rows))
-    unit_queries = [_unit(xp, _rows(queries, row, query_rows)) for row in query_blocks]
+    query_blocks = list(block_starts(n, query_rows))
+    unit_queries = [unit_vectors(xp, row_block(queries, row, query_rows)) for row in query_blocks]
     found: list[list[Pairs]] = [[] for _ in query_blocks]
     floor = _floor(threshold)
-    for start in _starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(_unit(xp, _rows(keys, start, key_rows)))
+    for start in block_starts(m, key_rows):
+        unit_keys = xp.matrix_transpose(unit_vectors(xp, row_block(keys, start, key_rows)))
         width = unit_keys.shape[1]
         for i, row in enumerate(query_blocks):
             similarity = xp.matmul(unit_queries[i], unit_keys)
@@ -110,7 +118,7 @@ def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
             queries.shape[0],
             keys.shape[0],
             queries.shape[1],
-            _itemsize(chunk_xp, queries.dtype),
+            dtype_bytes(chunk_xp, queries.dtype),
             chunk_size,
         )
         return eager_pairs(

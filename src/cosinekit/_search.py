@@ -51,15 +51,15 @@ def block_rows(n: int, m: int, d: int, itemsize: int, chunk_size: int | None) ->
     return query_rows, max(1, min(m, key_rows))
 
 
-def _unit(xp: ModuleType, x: Array) -> Array:
+def unit_vectors(xp: ModuleType, x: Array) -> Array:
     return unit_rows(xp, x, -1, None).unit
 
 
-def _starts(size: int, step: int) -> range:
+def block_starts(size: int, step: int) -> range:
     return range(0, size, step)
 
 
-def _rows(x: Array, start: int, step: int) -> Array:
+def row_block(x: Array, start: int, step: int) -> Array:
     # Stops past the end are not portable (array-api-strict rejects them).
     return x[start : min(start + step, x.shape[0]), :]
 
@@ -120,7 +120,7 @@ class SearchInputs:
 
     def blocks(self) -> tuple[int, int]:
         d = int(self.queries.shape[1])
-        itemsize = _itemsize(self.xp, self.queries.dtype)
+        itemsize = dtype_bytes(self.xp, self.queries.dtype)
         return block_rows(self.n, self.m, d, itemsize, self.chunk_size)
 
     def check_progress(self, progress: object) -> Progress | None:
@@ -142,7 +142,7 @@ class SearchInputs:
         return checked
 
 
-def _itemsize(xp: ModuleType, dtype: Any) -> int:
+def dtype_bytes(xp: ModuleType, dtype: Any) -> int:
     return int(xp.finfo(dtype).bits) // 8
 
 
@@ -167,19 +167,19 @@ def eager_topk(
     """
     n, m = queries.shape[0], keys.shape[0]
     query_rows, key_rows = blocks
-    whole = n * queries.shape[1] * _itemsize(xp, queries.dtype) <= UNIT_QUERY_BYTES
-    unit_queries = _unit(xp, queries) if whole else None
-    query_blocks = list(_starts(n, query_rows))
+    whole = n * queries.shape[1] * dtype_bytes(xp, queries.dtype) <= UNIT_QUERY_BYTES
+    unit_queries = unit_vectors(xp, queries) if whole else None
+    query_blocks = list(block_starts(n, query_rows))
     states = [
         empty_state(xp, min(query_rows, n - start), k, sentinel, queries) for start in query_blocks
     ]
-    for start in _starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(_unit(xp, _rows(keys, start, key_rows)))
+    for start in block_starts(m, key_rows):
+        unit_keys = xp.matrix_transpose(unit_vectors(xp, row_block(keys, start, key_rows)))
         for i, row in enumerate(query_blocks):
             block = (
-                _rows(unit_queries, row, query_rows)
+                row_block(unit_queries, row, query_rows)
                 if unit_queries is not None
-                else _unit(xp, _rows(queries, row, query_rows))
+                else unit_vectors(xp, row_block(queries, row, query_rows))
             )
             excluded = None
             if exclude_self:
@@ -204,11 +204,11 @@ def _traced_topk(inputs: SearchInputs, k: int, progress: Progress | None) -> tup
     """Fixed-shape top-k: traced code (JAX, torch.compile, strict flags), or eager JAX."""
     xp, queries, keys = inputs.xp, inputs.queries, inputs.keys
     query_rows, key_rows = inputs.blocks()
-    query_blocks = list(_starts(inputs.n, query_rows))
-    unit_queries = [_unit(xp, _rows(queries, row, query_rows)) for row in query_blocks]
+    query_blocks = list(block_starts(inputs.n, query_rows))
+    unit_queries = [unit_vectors(xp, row_block(queries, row, query_rows)) for row in query_blocks]
     states: list[tuple[Array, Array] | None] = [None] * len(query_blocks)
-    for start in _starts(inputs.m, key_rows):
-        unit_keys = xp.matrix_transpose(_unit(xp, _rows(keys, start, key_rows)))
+    for start in block_starts(inputs.m, key_rows):
+        unit_keys = xp.matrix_transpose(unit_vectors(xp, row_block(keys, start, key_rows)))
         width = unit_keys.shape[1]
         columns = xp.arange(start, start + width, dtype=inputs.index_dtype, device=inputs.device)
         for i, row in enumerate(query_blocks):
@@ -255,7 +255,7 @@ def _dask_topk(inputs: SearchInputs, k: int) -> tuple[Array, Array]:
         chunk_xp = array_namespace(queries, keys)
         n_here, m_here = queries.shape[0], keys.shape[0]
         blocks = block_rows(
-            n_here, m_here, queries.shape[1], _itemsize(chunk_xp, queries.dtype), chunk_size
+            n_here, m_here, queries.shape[1], dtype_bytes(chunk_xp, queries.dtype), chunk_size
         )
         state = eager_topk(
             chunk_xp,

@@ -33,9 +33,16 @@ class Pair:
         """Cast a per-row result back to the result dtype, keeping the axis if asked."""
         if keepdims:
             values = self.xp.expand_dims(values, axis=self.axis)
-        values = self.xp.astype(values, self.result_dtype, copy=False)
-        # NumPy reductions return NumPy scalars; the contract promises arrays.
-        return values if isinstance(values, type(self.x1)) else self.xp.asarray(values)
+        return as_result(self.xp, values, self.result_dtype, like=self.x1)
+
+
+def as_result(xp: ModuleType, values: Array, dtype: Any, *, like: Array) -> Array:
+    """``values`` cast to the result dtype, as an array of ``like``'s type.
+
+    NumPy reductions return NumPy scalars; the contract promises arrays.
+    """
+    values = xp.astype(values, dtype, copy=False)
+    return values if isinstance(values, type(like)) else xp.asarray(values)
 
 
 def prepare_pair(
