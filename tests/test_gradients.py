@@ -128,6 +128,61 @@ def test_cosine_gradient_matches_closed_form(
     np.testing.assert_allclose(g2, e2, rtol=1e-12, atol=1e-14 * np.max(np.abs(e2)))
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-20, 1.0, 1e300])
+def test_torch_compile_gradient_matches_closed_form(
+    xp: ModuleType, library: Backend, scale: float
+) -> None:
+    # Under torch.compile the closed-form backward is traced with the parts
+    # of whichever branch ran: the rescaled one here, except at scale 1.
+    if library is not Backend.TORCH:
+        pytest.skip("torch.compile needs torch tensors")
+    import torch
+
+    x1 = _data(1) * scale
+    x2 = _data(2)
+    x1[0] = [1.0, 2.0, 3.0, 4.0, 5.0]
+    torch._dynamo.reset()
+    compiled = torch.compile(ck.cosine_similarity, fullgraph=True, backend="aot_eager")
+    g1, g2 = gradients(xp, library, compiled, x1, x2)
+    e1, e2 = cosine_gradient(x1, x2)
+    np.testing.assert_allclose(g1, e1, rtol=1e-12, atol=1e-14 * np.max(np.abs(e1)))
+    np.testing.assert_allclose(g2, e2, rtol=1e-12, atol=1e-14 * np.max(np.abs(e2)))
+
+
+@pytest.mark.parametrize("eps", [None, 0.5])
+def test_jax_forward_mode_and_second_order(
+    xp: ModuleType, library: Backend, eps: float | None
+) -> None:
+    # The JAX derivative is a custom jvp rule: jacfwd and the Hessian go
+    # through it. Reference: optax's plain formula, differentiated by JAX
+    # (optax clamps each squared norm by epsilon, so epsilon = eps**2 is
+    # the same clamp; eps=0.5 clamps x1[0], whose norm is 0.19).
+    if library is not Backend.JAX:
+        pytest.skip("forward mode and Hessians of the JAX derivative rule")
+    import jax
+    import optax
+
+    x1, x2 = _data(5), _data(6)
+    x1[0] *= 0.1
+    weights = asarray(xp, _data(7, (4,)))
+
+    def ours(a: Any, b: Any) -> Any:
+        return xp.sum(ck.cosine_similarity(a, b, eps=eps) * weights)
+
+    def peer(a: Any, b: Any) -> Any:
+        return xp.sum(optax.cosine_similarity(a, b, epsilon=(eps or 0.0) ** 2) * weights)
+
+    arrays = (asarray(xp, x1), asarray(xp, x2))
+    for transform in (
+        lambda f: jax.jacfwd(f, argnums=(0, 1)),
+        lambda f: jax.jit(jax.hessian(f, argnums=(0, 1))),
+    ):
+        actual = jax.tree.leaves(transform(ours)(*arrays))
+        expected = jax.tree.leaves(transform(peer)(*arrays))
+        for a, e in zip(actual, expected, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("scale", [1e-300, 1.0, 1e300])
 def test_l2_normalize_gradient_matches_closed_form(
     xp: ModuleType, library: Backend, scale: float

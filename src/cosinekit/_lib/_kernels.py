@@ -45,8 +45,10 @@ from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 from ._strategy import (
+    all_within,
     clip_straight_through,
     closed_form_backward,
+    closed_form_jvp,
     quiet_overflow,
     row_dot,
     row_dot_and_norms,
@@ -111,27 +113,6 @@ def _clamped_norm(xp: ModuleType, sum_of_squares: Array) -> Array:
     return xp.sqrt(xp.maximum(sum_of_squares, xp.full_like(sum_of_squares, low)))
 
 
-def _flagged_cosine(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
-    """The fast-path cosine, normalize-first, NaN on every row that needs rescaling.
-
-    The flag is added outside the gradient: the fast values themselves stay
-    finite, so that when the rescaled path is chosen no NaN reaches the
-    gradient through them. XLA fuses the clamped norms into the dot only
-    while nothing else reads them inside the loop: a select there, or a
-    second use of the norms, costs another pass over the data.
-    """
-    sumsq1 = row_dot(xp, x1, x1, axis)
-    sumsq2 = row_dot(xp, x2, x2, axis)
-    norm1 = _clamped_norm(xp, sumsq1)
-    norm2 = _clamped_norm(xp, sumsq2)
-    cosine = row_dot(
-        xp, x1 / xp.expand_dims(norm1, axis=axis), x2 / xp.expand_dims(norm2, axis=axis), axis
-    )
-    if eps is not None:
-        cosine = cosine * _eps_factor(xp, norm1, None, eps) * _eps_factor(xp, norm2, None, eps)
-    return cosine + stop_gradient(xp, _range_flag(xp, sumsq1) + _range_flag(xp, sumsq2))
-
-
 def _ones_like(xp: ModuleType, x: Array) -> Array:
     return xp.ones_like(x)
 
@@ -145,24 +126,29 @@ def _eps_factor(xp: ModuleType, norm: Array, scale: Array | None, eps: float) ->
     """``min(1, ||x|| / eps)``, where ``||x|| = scale * norm``.
 
     Multiplying by this turns ``1 / ||x||`` into ``1 / max(||x||, eps)``.
-    Written so that nothing overflows: a rescaled ``norm`` is at least 1, so
-    ``scale >= eps`` already means the factor is 1.
+    ``scale / eps`` may overflow to inf, which gives 1, rightly: ``norm`` is
+    positive wherever ``scale`` is. A zero ``scale`` gives 0 (``eps`` is a
+    normal number, so ``scale / eps`` is finite there).
     """
     if scale is None:
         return xp.minimum(norm, xp.full_like(norm, eps)) / eps
-    ones = _ones_like(xp, norm)
-    return xp.minimum(ones, xp.minimum(scale, xp.full_like(scale, eps)) / eps * norm)
+    return xp.minimum(_ones_like(xp, norm), scale / eps * norm)
 
 
-def _scaled_by_max(xp: ModuleType, x: Array, axis: int) -> tuple[Array, Array, Array]:
-    """``x / max|x|`` along ``axis``, ``max|x|``, and whether ``x`` is finite.
+def _scaled_by_max(
+    xp: ModuleType, x: Array, axis: int
+) -> tuple[Array, Array, Array, Array, Array]:
+    """``x / max|x|`` along ``axis``, ``max|x|``, finiteness, and the quotient's parts.
+
+    The quotient is ``(x * shift) / divisor``, exactly ``x / max|x|``
+    (``divisor`` is 1 times ``shift`` on rows it does not apply to).
 
     The scale is a constant for autodiff: cosine is scale-invariant, and
     ``scale * ||x / scale||`` has the exact gradient of ``||x||`` anyway.
     Zero vectors stay zero. Vectors holding inf or NaN become zero here, so
     that no inf-times-zero arithmetic runs (and no NumPy warning is raised),
     and are marked not finite; their results are set to NaN at the end.
-    Scale and mask keep ``axis``.
+    Every result keeps ``axis``.
     """
     scale = stop_gradient(xp, xp.max(xp.abs(x), axis=axis, keepdims=True))
     finite = xp.isfinite(scale)
@@ -174,7 +160,7 @@ def _scaled_by_max(xp: ModuleType, x: Array, axis: int) -> tuple[Array, Array, A
     shift = xp.where(scale > 1, xp.full_like(scale, 2.0**-64), xp.full_like(scale, 2.0**64))
     divisor = xp.where(usable, scale, _ones_like(xp, scale)) * shift
     scaled = xp.where(usable, (x * shift) / divisor, xp.zeros_like(x))
-    return scaled, scale, finite
+    return scaled, scale, finite, shift, divisor
 
 
 def _rescaled_unit_parts(
@@ -184,7 +170,7 @@ def _rescaled_unit_parts(
 
     Rows holding inf or NaN come out as zero vectors, marked not finite.
     """
-    scaled, scale, finite = _scaled_by_max(xp, x, axis)
+    scaled, scale, finite, _, _ = _scaled_by_max(xp, x, axis)
     sumsq = row_dot(xp, scaled, scaled, axis)
     norm = _safe_sqrt(xp, sumsq)
     unit = xp.where(
@@ -237,11 +223,12 @@ class _Cosine(NamedTuple):
 _Rows = TypeVar("_Rows", UnitRows, _Cosine)
 
 
-# The one-pass path's result: which rows it got right, and ``finish(all_ok)``
-# that builds the result. With ``all_ok=False`` it first makes the rows outside
-# the safe range finite, so that no NaN leaks into the gradient through the
-# ``where`` that later replaces them.
-_FastRows = tuple[Array, Callable[[bool], _Rows]]
+# The one-pass path's result: the norms it divided by (its result is exact
+# where they all lie in the safe range), and ``finish(ok)`` that builds the
+# result. ``ok`` is None when every row is in range; otherwise it says which
+# are, and ``finish`` first makes the others finite, so that no NaN leaks
+# into the gradient through the ``where`` that later replaces them.
+_FastRows = tuple[tuple[Array, ...], Callable[[Array | None], _Rows]]
 
 
 def _by_path(
@@ -251,7 +238,7 @@ def _by_path(
     *,
     empty: Callable[[], _Rows],
     fast: Callable[[], _FastRows[_Rows]],
-    flagged: Callable[[], tuple[_Rows, Array]],
+    traced: Callable[[Callable[..., Any]], _Rows],
     rescaled: Callable[..., _Rows],
 ) -> _Rows:
     """The one path choice of the kernels, made on every array argument.
@@ -260,9 +247,10 @@ def _by_path(
     * Values readable on every argument (see ``values_are_readable``): the
       one-pass ``fast()`` on all rows, and ``rescaled`` again on the rows
       outside its safe range only.
-    * Otherwise, with a traced conditional (JAX): ``flagged()`` gives the
-      fast result and a 0-d "some row needs rescaling" flag, and the branch
-      recomputes the whole batch when it is set.
+    * Otherwise, with a traced conditional ``branch`` (JAX):
+      ``traced(branch)``, which runs the fast path and branches to the
+      rescaled one for the whole batch when some row needs it (see
+      ``_traced_similarity`` and ``_flagged_unit``).
     * Otherwise (Dask, compiled or transformed PyTorch, accelerators without
       a traced conditional): ``rescaled`` on everything, branch-free.
 
@@ -274,16 +262,15 @@ def _by_path(
         branch = traced_branch(xp)
         if branch is None:
             return rescaled(*arrays, axis)
-        result, needs_rescaling = flagged()
-        return branch(  # type: ignore[no-any-return]
-            needs_rescaling, lambda: rescaled(*arrays, axis), lambda: result
-        )
-    ok, finish = fast()
-    all_ok = bool(xp.all(ok))
-    result = finish(all_ok)
-    if all_ok:
-        return result
-    return _repair_rows(xp, result, ok, lambda *rows: rescaled(*rows, -1), arrays, axis)
+        return traced(branch)
+    norms, finish = fast()
+    low, high = _norm_range(xp, norms[0].dtype)
+    if all_within(xp, norms, low, high):
+        return finish(None)
+    ok = _in_safe_range(xp, norms[0])
+    for norm in norms[1:]:
+        ok = ok & _in_safe_range(xp, norm)
+    return _repair_rows(xp, finish(ok), ok, lambda *rows: rescaled(*rows, -1), arrays, axis)
 
 
 def _repair_rows(
@@ -327,7 +314,126 @@ def _clip(xp: ModuleType, cosine: Array) -> Array:
     return clip_straight_through(xp, cosine, -1.0, 1.0)
 
 
+class _Scaling(NamedTuple):
+    """How one side's unit vectors and its norm are formed, per row, without overflow.
+
+    ``unit = (x * shift) * inverse`` and ``||x|| = norm * scale``.
+    ``reciprocal`` is ``1 / norm``, and 0 where the vector is zero or not
+    finite: there the gradient is the subgradient 0 (and ``inverse`` is 0,
+    ``scale`` 1). Rows that are not ``finite`` are read as zero vectors.
+    ``shift``, ``scale`` and ``finite`` are None (1, 1, True) on the eager
+    fast path. Every factor stays finite for every finite input, so the
+    derivative below never overflows before its last step.
+    """
+
+    shift: Array | None
+    inverse: Array
+    norm: Array
+    reciprocal: Array
+    scale: Array | None
+    finite: Array | None
+
+    def unit(self, xp: ModuleType, x: Array, axis: int) -> Array:
+        if self.finite is not None:
+            x = xp.where(xp.expand_dims(self.finite, axis=axis), x, xp.zeros_like(x))
+        if self.shift is not None:
+            x = x * xp.expand_dims(self.shift, axis=axis)
+        return x * xp.expand_dims(self.inverse, axis=axis)
+
+    def eps_factor(self, xp: ModuleType, eps: float) -> Array:
+        return _eps_factor(xp, self.norm, self.scale, eps)
+
+
+def _fast_scaling(xp: ModuleType, norm: Array) -> _Scaling:
+    """The scaling of a row whose norm lies in the safe range."""
+    inverse = 1 / norm
+    return _Scaling(None, inverse, norm, inverse, None, None)
+
+
+def _rescaled_scaling(xp: ModuleType, x: Array, axis: int) -> _Scaling:
+    """The scaling of every row through ``x / max|x|`` (see ``_scaled_by_max``).
+
+    The unit vector is ``(x * shift) / (max|x| * shift * norm)``, the
+    quotient taken through one per-row reciprocal: the divisor lies between
+    ``2**-85`` and ``2**64``, so the reciprocal is normal in float32.
+    """
+    scaled, scale, finite, shift, divisor = _scaled_by_max(xp, x, axis)
+    sumsq = row_dot(xp, scaled, scaled, axis)
+    norm = _safe_sqrt(xp, sumsq)
+    # Zero and non-finite rows were zeroed: their unit vector and gradient
+    # are 0, and a scale of 1 keeps 0 / scale from being NaN.
+    usable = sumsq != 0
+    zeros, ones = xp.zeros_like(norm), _ones_like(xp, norm)
+    return _Scaling(
+        xp.squeeze(shift, axis=axis),
+        xp.where(usable, 1 / (xp.squeeze(divisor, axis=axis) * norm), zeros),
+        norm,
+        xp.where(usable, 1 / norm, zeros),
+        xp.where(usable, xp.squeeze(scale, axis=axis), ones),
+        xp.squeeze(finite, axis=axis),
+    )
+
+
 def _cosine_gradients(
+    xp: ModuleType,
+    weight: Array | None,
+    needed: tuple[bool, bool],
+    x1: Array,
+    x2: Array,
+    scaling1: _Scaling,
+    scaling2: _Scaling,
+    cosine: Array,
+    axis: int,
+    eps: float | None,
+) -> tuple[Array | None, Array | None]:
+    """The closed-form derivative of the similarity, clip straight through.
+
+    With ``u = x / n`` and ``c = u1 . u2``, ``d c / d x1 = (u2 - c u1) / n1``.
+    With ``eps`` the result is ``c f1 f2``, ``f = min(n, eps) / eps``, whose
+    derivative ``u / eps`` where ``n < eps`` turns this into
+    ``d / d x1 = f2 (f1 u2 - [n1 >= eps] c u1) / n1``. ``cosine`` is ``c``
+    (unclipped, without eps). Returns ``weight * d c / d x`` per input (the
+    backward of a row gradient ``weight``; None means 1, the rows of the
+    Jacobian), None where not ``needed``. The unit vectors are formed first
+    and ``1 / n1`` is applied as ``reciprocal / scale``, so nothing
+    overflows or underflows on the way, on either path; rows of a zero or
+    non-finite vector get 0 (their ``reciprocal`` and ``inverse`` are 0, and
+    a non-finite row is zeroed before use).
+    """
+    unit1 = scaling1.unit(xp, x1, axis)
+    unit2 = scaling2.unit(xp, x2, axis)
+    factor1 = None if eps is None else scaling1.eps_factor(xp, eps)
+    factor2 = None if eps is None else scaling2.eps_factor(xp, eps)
+
+    def one(
+        unit: Array,
+        scaling: _Scaling,
+        factor: Array | None,
+        other: Array,
+        other_factor: Array | None,
+    ) -> Array:
+        """The gradient with respect to the vector of ``unit`` and ``scaling``."""
+        on_other = scaling.reciprocal if weight is None else weight * scaling.reciprocal
+        if other_factor is not None:
+            on_other = on_other * other_factor
+        on_own = on_other * cosine
+        if factor is not None:
+            on_other = on_other * factor
+            on_own = xp.where(factor >= 1, on_own, xp.zeros_like(on_own))
+        gradient = (
+            xp.expand_dims(on_other, axis=axis) * other - xp.expand_dims(on_own, axis=axis) * unit
+        )
+        if scaling.scale is None:
+            return gradient
+        return gradient / xp.expand_dims(scaling.scale, axis=axis)
+
+    return (
+        one(unit1, scaling1, factor1, unit2, factor2) if needed[0] else None,
+        one(unit2, scaling2, factor2, unit1, factor1) if needed[1] else None,
+    )
+
+
+def _fast_gradients(
     xp: ModuleType,
     grad: Array,
     needed: tuple[bool, bool],
@@ -339,37 +445,18 @@ def _cosine_gradients(
     axis: int,
     eps: float | None,
 ) -> tuple[Array | None, Array | None]:
-    """The closed-form backward of ``_cosine_from_sums``, clip straight through.
-
-    With ``u = x / n`` and ``c = u1 . u2``, ``d c / d x1 = (u2 - c u1) / n1``.
-    With ``eps`` the result is ``c f1 f2``, ``f = min(n, eps) / eps``, whose
-    derivative ``u / eps`` where ``n < eps`` turns the coefficients into
-    ``a = f / n = 1 / max(n, eps)`` on the other vector and
-    ``b = [n >= eps] / n`` on the own one:
-    ``d / d x1 = f2 (a1 u2 - b1 c u1)``. Valid where both norms lie in the
-    safe range (the only rows it is used on): the unit vectors are formed
-    first, so nothing overflows or underflows.
-    """
-    unit1 = x1 / xp.expand_dims(norm1, axis=axis)
-    unit2 = x2 / xp.expand_dims(norm2, axis=axis)
-
-    def one(unit: Array, norm: Array, other: Array, other_factor: Array | None) -> Array:
-        """The gradient with respect to the vector of ``unit`` and ``norm``."""
-        scaled = grad if other_factor is None else grad * other_factor
-        if eps is None:
-            on_other, on_own = scaled / norm, scaled * cosine / norm
-        else:
-            on_other = scaled / xp.maximum(norm, xp.full_like(norm, eps))
-            on_own = xp.where(norm >= eps, scaled * cosine / norm, xp.zeros_like(norm))
-        return (
-            xp.expand_dims(on_other, axis=axis) * other - xp.expand_dims(on_own, axis=axis) * unit
-        )
-
-    factor1 = None if eps is None else _eps_factor(xp, norm1, None, eps)
-    factor2 = None if eps is None else _eps_factor(xp, norm2, None, eps)
-    return (
-        one(unit1, norm1, unit2, factor2) if needed[0] else None,
-        one(unit2, norm2, unit1, factor1) if needed[1] else None,
+    """``_cosine_gradients`` of rows on the fast path, from their norms."""
+    return _cosine_gradients(
+        xp,
+        grad,
+        needed,
+        x1,
+        x2,
+        _fast_scaling(xp, norm1),
+        _fast_scaling(xp, norm2),
+        cosine,
+        axis,
+        eps,
     )
 
 
@@ -407,17 +494,16 @@ def _fast_similarity(
     plain1, plain2 = (x1, x2) if attach is None else (stop_gradient(xp, x1), stop_gradient(xp, x2))
     with quiet_overflow(xp):
         dot, norm1, norm2 = row_dot_and_norms(xp, plain1, plain2, axis)
-    ok = _both_in_safe_range(xp, norm1, norm2)
 
-    def finish(all_ok: bool) -> _Cosine:
-        if all_ok and attach is not None:
+    def finish(ok: Array | None) -> _Cosine:
+        if ok is None and attach is not None:
             # The unclipped cosine (without eps) is the residual of the backward.
             cosine = dot / (norm1 * norm2)
             value = cosine if eps is None else _cosine_from_sums(xp, dot, norm1, norm2, eps)
             return _Cosine(
                 attach(
                     xp.clip(value, -1.0, 1.0),
-                    lambda grad, needed, recorded, a, b: _cosine_gradients(
+                    lambda grad, needed, recorded, a, b: _fast_gradients(
                         xp,
                         grad,
                         needed,
@@ -439,21 +525,132 @@ def _fast_similarity(
         if attach is not None:
             with quiet_overflow(xp):
                 d, n1, n2 = row_dot_and_norms(xp, x1, x2, axis)
-        if not all_ok:
+        if ok is not None:
             ones = _ones_like(xp, d)
             d = xp.where(ok, d, xp.zeros_like(d))
             n1 = xp.where(ok, n1, ones)
             n2 = xp.where(ok, n2, ones)
         return _Cosine(_clip(xp, _cosine_from_sums(xp, d, n1, n2, eps)))
 
-    return ok, finish
+    return (norm1, norm2), finish
 
 
-def _flagged_similarity(
-    xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None
-) -> tuple[_Cosine, Array]:
-    flagged = _flagged_cosine(xp, x1, x2, axis, eps)
-    return _Cosine(_clip(xp, flagged)), xp.any(xp.isnan(flagged))
+class _TracedParts(NamedTuple):
+    cosine: Array
+    scaling1: _Scaling
+    scaling2: _Scaling
+
+
+def _traced_parts(
+    xp: ModuleType, branch: Callable[..., Any], x1: Array, x2: Array, axis: int
+) -> _TracedParts:
+    """The cosine (unclipped, without eps) and both scalings, under a trace.
+
+    The three row sums are taken once (XLA fuses them into one pass) and
+    checked; ``branch`` recomputes the whole batch through ``x / max|x|``
+    only when some row lies outside the safe range. Only per-row values
+    cross the branch, so nothing of size ``n x d`` is kept for the backward.
+    """
+    sumsq1 = row_dot(xp, x1, x1, axis)
+    sumsq2 = row_dot(xp, x2, x2, axis)
+    dot = row_dot(xp, x1, x2, axis)
+    needs_rescaling = xp.logical_not(
+        xp.all(_both_in_safe_range(xp, xp.sqrt(sumsq1), xp.sqrt(sumsq2)))
+    )
+
+    def fast() -> _TracedParts:
+        # Both branches return arrays of the same structure: the fast path's
+        # shift, scale and finiteness are spelled out as ones and True. Every
+        # result is computed inside the branch (torch.cond refuses aliases).
+        # torch.cond also refuses one tensor in two places of the result.
+        def spelled_out(norm: Array) -> _Scaling:
+            return _Scaling(
+                _ones_like(xp, norm),
+                1 / norm,
+                norm,
+                1 / norm,
+                _ones_like(xp, norm),
+                xp.ones_like(norm, dtype=xp.bool),
+            )
+
+        norm1, norm2 = xp.sqrt(sumsq1), xp.sqrt(sumsq2)
+        return _TracedParts(dot / (norm1 * norm2), spelled_out(norm1), spelled_out(norm2))
+
+    def rescaled() -> _TracedParts:
+        scaling1 = _rescaled_scaling(xp, x1, axis)
+        scaling2 = _rescaled_scaling(xp, x2, axis)
+        cosine = row_dot(xp, scaling1.unit(xp, x1, axis), scaling2.unit(xp, x2, axis), axis)
+        return _TracedParts(cosine, scaling1, scaling2)
+
+    return branch(needs_rescaling, rescaled, fast)  # type: ignore[no-any-return]
+
+
+def _traced_similarity(
+    xp: ModuleType,
+    branch: Callable[..., Any],
+    x1: Array,
+    x2: Array,
+    axis: int,
+    eps: float | None,
+) -> _Cosine:
+    """The similarity under a trace, with the closed-form derivative attached.
+
+    The derivative (see ``_cosine_gradients``) reads ``x1`` and ``x2`` once
+    more and the per-row parts. On JAX it is a jvp rule, so forward mode,
+    reverse mode and higher orders all go through it (``closed_form_jvp``);
+    under ``torch.compile`` a backward (``closed_form_backward``), and a
+    gradient of the gradient recomputes the parts, recorded.
+    """
+
+    def value(parts: _TracedParts) -> Array:
+        one, two = parts.scaling1, parts.scaling2
+        cosine = parts.cosine
+        if eps is not None:
+            cosine = cosine * one.eps_factor(xp, eps) * two.eps_factor(xp, eps)
+        finite = xp.logical_and(one.finite, two.finite)
+        cosine = xp.where(finite, cosine, xp.full_like(cosine, float("nan")))
+        return xp.clip(cosine, -1.0, 1.0)
+
+    def parts_of(a: Array, b: Array) -> _TracedParts:
+        return _traced_parts(xp, branch, a, b, axis)
+
+    def gradients(
+        weight: Array | None, needed: tuple[bool, bool], parts: _TracedParts, a: Array, b: Array
+    ) -> tuple[Array | None, Array | None]:
+        return _cosine_gradients(
+            xp, weight, needed, a, b, parts.scaling1, parts.scaling2, parts.cosine, axis, eps
+        )
+
+    define = closed_form_jvp(xp)
+    if define is not None:
+
+        def tangent(
+            parts: _TracedParts, tangents: tuple[Array | None, Array | None], a: Array, b: Array
+        ) -> Array:
+            needed = (tangents[0] is not None, tangents[1] is not None)
+            rows = gradients(None, needed, parts, a, b)
+            terms = [
+                row_dot(xp, t, r, axis)
+                for t, r in zip(tangents, rows, strict=True)
+                if t is not None
+            ]
+            return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+        return _Cosine(define(parts_of, value, tangent)(x1, x2))
+    attach = closed_form_backward(xp, x1, x2)
+    if attach is None:
+        return _Cosine(value(parts_of(x1, x2)))
+    parts = parts_of(stop_gradient(xp, x1), stop_gradient(xp, x2))
+    return _Cosine(
+        attach(
+            value(parts),
+            lambda grad, needed, recorded, a, b: gradients(
+                grad, needed, parts_of(a, b) if recorded else parts, a, b
+            ),
+            x1,
+            x2,
+        )
+    )
 
 
 def similarity_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float | None) -> Array:
@@ -467,7 +664,7 @@ def similarity_rows(xp: ModuleType, x1: Array, x2: Array, axis: int, eps: float 
         axis,
         empty=lambda: _Cosine(row_dot(xp, x1, x2, axis)),
         fast=lambda: _fast_similarity(xp, x1, x2, axis, eps),
-        flagged=lambda: _flagged_similarity(xp, x1, x2, axis, eps),
+        traced=lambda branch: _traced_similarity(xp, branch, x1, x2, axis, eps),
         rescaled=lambda a, b, ax: _Cosine(_clip(xp, _rescaled_cosine(xp, a, b, ax, eps))),
     ).cosine
 
@@ -480,24 +677,41 @@ def _rescaled_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> Un
 def _fast_unit(xp: ModuleType, x: Array, axis: int, eps: float | None) -> _FastRows[UnitRows]:
     with quiet_overflow(xp):
         norm = row_norm(xp, x, axis)
-    ok = _in_safe_range(xp, norm)
 
-    def finish(all_ok: bool) -> UnitRows:
-        n = norm if all_ok else xp.where(ok, norm, _ones_like(xp, norm))
+    def finish(ok: Array | None) -> UnitRows:
+        n = norm if ok is None else xp.where(ok, norm, _ones_like(xp, norm))
         factor = None if eps is None else _eps_factor(xp, n, None, eps)
         return UnitRows(x / xp.expand_dims(n, axis=axis), factor)
 
-    return ok, finish
+    return (norm,), finish
 
 
 def _flagged_unit(
-    xp: ModuleType, x: Array, axis: int, eps: float | None
-) -> tuple[UnitRows, Array]:
+    xp: ModuleType, branch: Callable[..., Any], x: Array, axis: int, eps: float | None
+) -> UnitRows:
+    """The fast unit vectors, or the rescaled ones for the whole batch if some row needs it.
+
+    The flag is a NaN (see ``_range_flag``), not a comparison: XLA fuses
+    the clamped norm into the division only while nothing else reads it, and
+    a select costs another pass. Each branch computes what it returns and
+    returns arrays only (``torch.cond`` refuses aliases and None).
+    """
     sumsq = row_dot(xp, x, x, axis)
-    norm = _clamped_norm(xp, sumsq)
-    factor = None if eps is None else _eps_factor(xp, norm, None, eps)
-    unit = x / xp.expand_dims(norm, axis=axis)
-    return UnitRows(unit, factor), xp.any(xp.isnan(_range_flag(xp, sumsq)))
+
+    def pack(rows: UnitRows) -> tuple[Array, ...]:
+        return (rows.unit,) if rows.factor is None else (rows.unit, rows.factor)
+
+    def fast() -> tuple[Array, ...]:
+        norm = _clamped_norm(xp, sumsq)
+        factor = None if eps is None else _eps_factor(xp, norm, None, eps)
+        return pack(UnitRows(x / xp.expand_dims(norm, axis=axis), factor))
+
+    chosen = branch(
+        xp.any(xp.isnan(_range_flag(xp, sumsq))),
+        lambda: pack(_rescaled_unit(xp, x, axis, eps)),
+        fast,
+    )
+    return UnitRows(chosen[0], None if eps is None else chosen[1])
 
 
 def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> UnitRows:
@@ -508,7 +722,7 @@ def unit_rows(xp: ModuleType, x: Array, axis: int, eps: float | None) -> UnitRow
         axis,
         empty=lambda: UnitRows(x, None if eps is None else row_dot(xp, x, x, axis)),
         fast=lambda: _fast_unit(xp, x, axis, eps),
-        flagged=lambda: _flagged_unit(xp, x, axis, eps),
+        traced=lambda branch: _flagged_unit(xp, branch, x, axis, eps),
         rescaled=lambda a, ax: _rescaled_unit(xp, a, ax, eps),
     )
 

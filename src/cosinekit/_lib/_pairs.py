@@ -41,7 +41,8 @@ def as_result(xp: ModuleType, values: Array, dtype: Any, *, like: Array) -> Arra
 
     NumPy reductions return NumPy scalars; the contract promises arrays.
     """
-    values = xp.astype(values, dtype, copy=False)
+    if values.dtype != dtype:
+        values = xp.astype(values, dtype)
     return values if isinstance(values, type(like)) else xp.asarray(values)
 
 
@@ -67,8 +68,11 @@ def prepare_pair(
     result_dtype, compute_dtype = floating_dtypes(xp, x1, x2)
     shape = broadcast_shape(tuple(x1.shape), tuple(x2.shape), names=names)
     axis = normalize_axis(axis, len(shape))
-    x1 = xp.astype(x1, compute_dtype, copy=False)
-    x2 = xp.astype(x2, compute_dtype, copy=False)
+    # Only a cast that changes something: each call is a dispatch.
+    if x1.dtype != compute_dtype:
+        x1 = xp.astype(x1, compute_dtype)
+    if x2.dtype != compute_dtype:
+        x2 = xp.astype(x2, compute_dtype)
     if x1.shape != x2.shape:
         x1, x2 = xp.broadcast_arrays(x1, x2)
     if feature_weights is not None:

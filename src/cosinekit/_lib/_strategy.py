@@ -103,7 +103,6 @@ each covered by the same tests on every backend:
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import math
 from collections.abc import Callable
@@ -179,6 +178,27 @@ def _torch_values_are_readable(arrays: tuple[Array, ...]) -> bool:
     )
 
 
+def all_within(xp: ModuleType, arrays: tuple[Array, ...], low: float, high: float) -> bool:
+    """Whether every value of ``arrays`` (of one shape) lies in ``[low, high]``; False for NaN.
+
+    The eager fast path asks this once per call. PyTorch answers it with one
+    ``aminmax`` (two operations in all, where the portable comparisons take
+    seven): on small batches each operation is a dispatch of a few
+    microseconds, a good part of the call.
+    """
+    if is_torch_namespace(xp):
+        import torch
+
+        values = arrays[0] if len(arrays) == 1 else torch.stack(arrays)
+        smallest, largest = torch.aminmax(values)
+        return bool(smallest >= low) and bool(largest <= high)
+    # minimum and maximum propagate NaN, which fails both comparisons.
+    smallest = largest = arrays[0]
+    for array in arrays[1:]:
+        smallest, largest = xp.minimum(smallest, array), xp.maximum(largest, array)
+    return bool(xp.all((smallest >= low) & (largest <= high)))
+
+
 def traced_branch(xp: ModuleType) -> Callable[..., Any] | None:
     """``cond(predicate, if_true, if_false)`` that works under a trace, or None.
 
@@ -190,7 +210,19 @@ def traced_branch(xp: ModuleType) -> Callable[..., Any] | None:
 
         cond: Callable[..., Any] = jax.lax.cond
         return cond
+    if is_torch_namespace(xp):
+        import torch
+
+        if torch.compiler.is_compiling():
+            return _torch_cond
     return None
+
+
+def _torch_cond(predicate: Array, if_true: Callable[[], Any], if_false: Callable[[], Any]) -> Any:
+    import torch
+
+    # The branches close over their tensors; the compiler lifts them.
+    return torch.cond(predicate, if_true, if_false, ())
 
 
 def clip_straight_through(
@@ -218,37 +250,12 @@ def _torch_clip_straight_through(x: Array, low: float, high: float, *, owned: bo
         # The compiler fuses the portable form into one pass anyway.
         return x + (torch.clamp(x, low, high) - x).detach()
     if torch.is_grad_enabled() and x.requires_grad:
-        return _torch_straight_through_clamp().apply(x, low, high)
+        from ._torch_autograd import StraightThroughClamp
+
+        return StraightThroughClamp.apply(x, low, high)
     if owned and not _inside_torch_func(x):  # vmap has no rule for clamp_
         return x.clamp_(low, high)
     return torch.clamp(x, low, high)
-
-
-@functools.cache
-def _torch_straight_through_clamp() -> Any:
-    """A clamp whose backward is the identity (built on first use: torch is optional)."""
-    import torch
-
-    class StraightThroughClamp(torch.autograd.Function):
-        generate_vmap_rule = True
-
-        @staticmethod
-        def forward(x: Any, low: float, high: float) -> Any:
-            return torch.clamp(x, low, high)
-
-        @staticmethod
-        def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-            pass
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:
-            return grad, None, None
-
-        @staticmethod
-        def jvp(ctx: Any, tangent: Any, *_: Any) -> Any:
-            return tangent
-
-    return StraightThroughClamp
 
 
 def closed_form_backward(xp: ModuleType, *inputs: Array) -> Callable[..., Array] | None:
@@ -271,36 +278,50 @@ def closed_form_backward(xp: ModuleType, *inputs: Array) -> Callable[..., Array]
 
     if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
         return None
-    function = _torch_closed_form_backward()
+    from ._torch_autograd import ClosedFormBackward
 
     def attach(value: Array, backward: Callable[..., Any], *arrays: Array) -> Array:
-        return function.apply(value, backward, *arrays)
+        return ClosedFormBackward.apply(value, backward, *arrays)
 
     return attach
 
 
-@functools.cache
-def _torch_closed_form_backward() -> Any:
-    """An ``autograd.Function`` that attaches a given backward to a given value."""
-    import torch
+def closed_form_jvp(xp: ModuleType) -> Callable[..., Callable[..., Array]] | None:
+    """``define(parts, value, tangent)``: a traced function with a hand-written derivative.
 
-    class ClosedFormBackward(torch.autograd.Function):
-        # The old (ctx-first) style: the setup_context style binds arguments
-        # with inspect.signature on every call, about 20 microseconds.
-        @staticmethod
-        def forward(ctx: Any, value: Any, backward: Any, *inputs: Any) -> Any:
-            ctx.backward = backward
-            ctx.save_for_backward(*inputs)
-            return value
+    The function of ``inputs`` is ``value(parts(*inputs))``; its derivative
+    in the direction of ``tangents`` is ``tangent(parts(*inputs), tangents,
+    *inputs)``, where a tangent that is known to be zero is None. Only JAX
+    (``jax.custom_jvp``), and only under a trace: XLA fuses the closed form
+    into two passes over the data where the differentiated program takes
+    several with materialized intermediates, and a ``lax.cond`` inside
+    ``parts`` keeps only per-row residuals (a differentiated ``lax.cond``
+    keeps the residuals of both branches). A jvp rule, not a vjp, so that
+    forward mode (``jvp``, ``jacfwd``) and higher orders keep working.
+    """
+    if not is_jax_namespace(xp):
+        return None
+    return _jax_closed_form_jvp
 
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:
-            needed = ctx.needs_input_grad[2:]
-            # Grad mode is on here only under create_graph=True.
-            recorded = torch.is_grad_enabled()
-            return (None, None, *ctx.backward(grad, needed, recorded, *ctx.saved_tensors))
 
-    return ClosedFormBackward
+def _jax_closed_form_jvp(
+    parts: Callable[..., Any], value: Callable[[Any], Array], tangent: Callable[..., Array]
+) -> Callable[..., Array]:
+    import jax
+    from jax.custom_derivatives import SymbolicZero
+
+    @jax.custom_jvp  # type: ignore[untyped-decorator]
+    def function(*inputs: Array) -> Array:
+        return value(parts(*inputs))
+
+    def rule(primals: tuple[Array, ...], tangents: tuple[Any, ...]) -> tuple[Array, Array]:
+        computed = parts(*primals)
+        # symbolic_zeros: an input that is not differentiated costs nothing.
+        live = tuple(None if isinstance(t, SymbolicZero) else t for t in tangents)
+        return value(computed), tangent(computed, live, *primals)
+
+    function.defjvp(rule, symbolic_zeros=True)
+    return function  # type: ignore[no-any-return]
 
 
 def stop_gradient(xp: ModuleType, x: Array) -> Array:
