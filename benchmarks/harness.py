@@ -209,9 +209,12 @@ def best_time(fn: Callable[[], Any], sync: Callable[[Any], Any], timing: Timing)
     The warm-up compiles (JAX, torch) and faults the pages in. How many
     samples follow is :class:`Timing`'s rule, so that slow peers take one or
     two runs, fast calls many, and the whole benchmark stays within minutes.
+    The budget counts from the end of the warm-up: a function that compiles
+    longer must not get fewer samples (it once got 9 where its peer got
+    hundreds, which read as a 3x slower call).
     """
-    started = time.perf_counter()
     sync(fn())
+    started = time.perf_counter()
     best = float("inf")
     for sample in range(1, timing.max_samples + 1):
         t0 = time.perf_counter()
