@@ -256,7 +256,7 @@ def _by_path(
 
     ``rescaled(*arrays, axis)`` is exact on every row.
     """
-    if any(n == 0 for n in arrays[0].shape):
+    if 0 in arrays[0].shape:
         return empty()
     if not values_are_readable(xp, *arrays):
         branch = traced_branch(xp)
@@ -530,7 +530,8 @@ def _fast_similarity(
             d = xp.where(ok, d, xp.zeros_like(d))
             n1 = xp.where(ok, n1, ones)
             n2 = xp.where(ok, n2, ones)
-        return _Cosine(_clip(xp, _cosine_from_sums(xp, d, n1, n2, eps)))
+        cosine = _cosine_from_sums(xp, d, n1, n2, eps)
+        return _Cosine(clip_straight_through(xp, cosine, -1.0, 1.0, owned=True))
 
     return (norm1, norm2), finish
 

@@ -66,7 +66,11 @@ def prepare_pair(
     arrays = (x1, x2) if feature_weights is None else (x1, x2, feature_weights)
     xp = namespace_of(*arrays, names=(*names, "feature_weights")[: len(arrays)], xp=xp)
     result_dtype, compute_dtype = floating_dtypes(xp, x1, x2)
-    shape = broadcast_shape(tuple(x1.shape), tuple(x2.shape), names=names)
+    shape = (
+        tuple(x1.shape)
+        if x1.shape == x2.shape
+        else broadcast_shape(tuple(x1.shape), tuple(x2.shape), names=names)
+    )
     axis = normalize_axis(axis, len(shape))
     # Only a cast that changes something: each call is a dispatch.
     if x1.dtype != compute_dtype:

@@ -24,6 +24,11 @@ def _type_name(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+# Array types that passed the checks of `namespace_of` once (never a masked
+# array): small calls are dominated by such Python checks.
+_PLAIN_ARRAY_TYPES: set[type] = set()
+
+
 def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) -> ModuleType:
     """Return the array namespace shared by ``arrays``.
 
@@ -33,6 +38,10 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
     different libraries, naming the offending types.
     """
     for name, x in zip(names, arrays, strict=True):
+        if type(x) in _PLAIN_ARRAY_TYPES and type(x.shape) is not tuple:
+            # A type seen before (not a masked array), with a shape that
+            # cannot hold Dask's NaN sizes (torch.Size): nothing to check.
+            continue
         if not is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
             msg = f"{name} must be an array of an array-API library, got {_type_name(x)}"
             raise TypeError(msg)
@@ -54,6 +63,7 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
                 f"have after boolean indexing; call {name}.compute_chunk_sizes() first"
             )
             raise ValueError(msg)
+        _PLAIN_ARRAY_TYPES.add(type(x))
     if xp is not None:
         return xp
     try:
@@ -76,6 +86,12 @@ def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
     dtypes are a ``TypeError``. Half-precision results (float16, bfloat16) are
     computed in float32.
     """
+    if all(x.dtype == arrays[0].dtype for x in arrays[1:]) and arrays[0].dtype in (
+        xp.float32,
+        xp.float64,
+    ):
+        # The common case, without the isdtype calls (each a Python function).
+        return arrays[0].dtype, arrays[0].dtype
     candidates = []
     for x in arrays:
         if xp.isdtype(x.dtype, "real floating"):
