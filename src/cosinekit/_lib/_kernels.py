@@ -16,22 +16,24 @@ Design (see the "Numerics" docs page):
 * Where values are readable (see ``_strategy``), the fast path runs on
   everything and only the rows outside the safe range (zero vectors, extreme
   magnitudes, NaN, inf) are gathered and recomputed by the rescaled path.
-* Under a JAX trace the fast path is normalize-first with the norms clamped
-  by ``maximum``, and every row outside the safe range is flagged by adding
-  ``0 * sqrt(s - LOW)`` (NaN there) outside the gradient: a select, or a
-  second use of the norms, breaks XLA's fusion of the norms into the dot and
-  costs a pass. One ``lax.cond`` on "any NaN" then picks the rescaled path
-  for the whole batch, rarely. Elsewhere (Dask, compiled and transformed
-  torch) the rescaled path runs on everything, branch-free.
-* **Closed-form backward.** Where a hand-written backward pays (eager
-  PyTorch recording a gradient, see ``_strategy.closed_form_backward``) and
-  every row is on the fast path, the similarity gets the gradient
-  ``d c / d x1 = (u2 - c u1) / ||x1||`` (with the eps clamp and the
-  straight-through clip folded in) instead of autograd's replay of every
-  operation; residuals are the per-row norms and cosine, and the backward
-  reads ``x1`` and ``x2`` once more. Batches with a row off the fast path
-  (zero, extreme, NaN, inf) keep autograd through both paths, so every
-  guarantee of those rows holds unchanged.
+* Under a trace with a traced conditional (JAX, ``torch.compile``) the
+  similarity takes the three row sums (one fused loop), checks the norms on
+  the device, and one conditional recomputes the whole batch on the
+  rescaled path, rarely; only per-row values cross it (``_traced_parts``).
+  The unit vectors (``unit_rows``) are normalize-first with the norms
+  clamped by ``maximum``, every row outside the safe range flagged by
+  ``0 * sqrt(s - LOW)`` (NaN there): a select, or a second use of the
+  norms, breaks XLA's fusion of the norms into the division and costs a
+  pass. Elsewhere (Dask, ``torch.func``, eager accelerators) the rescaled
+  path runs on everything, branch-free.
+* **Closed-form derivative.** The similarity's gradient
+  ``d c / d x1 = (u2 - c u1) / ||x1||`` (the eps clamp and the
+  straight-through clip folded in), from per-row factors that both paths
+  provide (``_Scaling``), replaces the replay of every operation: as a
+  backward on eager PyTorch (when every row of the batch is on the fast
+  path; otherwise autograd runs through both paths) and under
+  ``torch.compile``, as a jvp rule under JAX. It reads ``x1`` and ``x2``
+  once more.
 * **Zero vectors** use the "double where" so that forward values are 0 and
   gradients are the subgradient 0, never NaN or ``1/eps``.
 """

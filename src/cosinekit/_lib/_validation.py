@@ -10,7 +10,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
@@ -27,6 +27,7 @@ def _type_name(obj: object) -> str:
 # Array types that passed the checks of `namespace_of` once (never a masked
 # array): small calls are dominated by such Python checks.
 _PLAIN_ARRAY_TYPES: set[type] = set()
+_NAMESPACES: dict[tuple[type, ...], ModuleType] = {}
 
 
 def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) -> ModuleType:
@@ -66,8 +67,14 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
         _PLAIN_ARRAY_TYPES.add(type(x))
     if xp is not None:
         return xp
+    # The namespace depends on the array types alone (array-api-compat looks
+    # at nothing else), and finding it costs microseconds per call.
+    types = tuple(type(x) for x in arrays)
+    namespace = _NAMESPACES.get(types)
+    if namespace is not None:
+        return namespace
     try:
-        namespace: ModuleType = array_namespace(*arrays)
+        namespace = cast(ModuleType, array_namespace(*arrays))
     except TypeError as exc:
         kinds = sorted({_type_name(x) for x in arrays})
         msg = (
@@ -75,6 +82,7 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
             "convert them to one library first"
         )
         raise TypeError(msg) from exc
+    _NAMESPACES[types] = namespace
     return namespace
 
 
