@@ -142,8 +142,9 @@ def _scaled_by_max(
 ) -> tuple[Array, Array, Array, Array, Array]:
     """``x / max|x|`` along ``axis``, ``max|x|``, finiteness, and the quotient's parts.
 
-    The quotient is ``(x * shift) / divisor``, exactly ``x / max|x|``
-    (``divisor`` is 1 times ``shift`` on rows it does not apply to).
+    The quotient is ``(x * shift) / divisor``, exactly ``x / max|x|``; on
+    zero and non-finite rows, where it does not apply, ``divisor`` is
+    ``shift``.
 
     The scale is a constant for autodiff: cosine is scale-invariant, and
     ``scale * ||x / scale||`` has the exact gradient of ``||x||`` anyway.
@@ -249,12 +250,12 @@ def _by_path(
     * Values readable on every argument (see ``values_are_readable``): the
       one-pass ``fast()`` on all rows, and ``rescaled`` again on the rows
       outside its safe range only.
-    * Otherwise, with a traced conditional ``branch`` (JAX):
+    * Otherwise, with a traced conditional ``branch`` (JAX, ``torch.compile``):
       ``traced(branch)``, which runs the fast path and branches to the
       rescaled one for the whole batch when some row needs it (see
       ``_traced_similarity`` and ``_flagged_unit``).
-    * Otherwise (Dask, compiled or transformed PyTorch, accelerators without
-      a traced conditional): ``rescaled`` on everything, branch-free.
+    * Otherwise (Dask, ``torch.func``, eager accelerators): ``rescaled`` on
+      everything, branch-free.
 
     ``rescaled(*arrays, axis)`` is exact on every row.
     """
