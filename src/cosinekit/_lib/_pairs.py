@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._strategy import values_are_readable
 from ._validation import (
@@ -18,9 +17,12 @@ from ._validation import (
 Array = Any
 
 
-@dataclass(frozen=True)
-class Pair:
-    """Two inputs broadcast against each other, in the compute dtype."""
+class Pair(NamedTuple):
+    """Two inputs broadcast against each other, in the compute dtype.
+
+    A named tuple, not a frozen dataclass: it is built on every call, and
+    the dataclass's ``__init__`` costs a microsecond.
+    """
 
     xp: ModuleType
     x1: Array
@@ -66,18 +68,16 @@ def prepare_pair(
     arrays = (x1, x2) if feature_weights is None else (x1, x2, feature_weights)
     xp = namespace_of(*arrays, names=(*names, "feature_weights")[: len(arrays)], xp=xp)
     result_dtype, compute_dtype = floating_dtypes(xp, x1, x2)
-    shape = (
-        tuple(x1.shape)
-        if x1.shape == x2.shape
-        else broadcast_shape(tuple(x1.shape), tuple(x2.shape), names=names)
-    )
+    shape1, shape2 = tuple(x1.shape), tuple(x2.shape)
+    same_shape = shape1 == shape2
+    shape = shape1 if same_shape else broadcast_shape(shape1, shape2, names=names)
     axis = normalize_axis(axis, len(shape))
-    # Only a cast that changes something: each call is a dispatch.
+    # Only a cast or broadcast that changes something: each call is a dispatch.
     if x1.dtype != compute_dtype:
         x1 = xp.astype(x1, compute_dtype)
     if x2.dtype != compute_dtype:
         x2 = xp.astype(x2, compute_dtype)
-    if x1.shape != x2.shape:
+    if not same_shape:
         x1, x2 = xp.broadcast_arrays(x1, x2)
     if feature_weights is not None:
         root = _root_weights(xp, feature_weights, tuple(x1.shape), axis, compute_dtype)

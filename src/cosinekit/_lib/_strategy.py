@@ -262,11 +262,12 @@ def _torch_clip_straight_through(x: Array, low: float, high: float, *, owned: bo
     if torch.compiler.is_compiling():
         # The compiler fuses the portable form into one pass anyway.
         return x + (torch.clamp(x, low, high) - x).detach()
-    if torch.is_grad_enabled() and x.requires_grad:
+    if x.requires_grad and torch.is_grad_enabled():
         from ._torch_autograd import StraightThroughClamp
 
         return StraightThroughClamp.apply(x, low, high)
-    if owned and not _inside_torch_func(x):  # vmap has no rule for clamp_
+    # vmap has no rule for clamp_ (not compiling: checked above).
+    if owned and not torch._C._functorch.is_functorch_wrapped_tensor(x):
         return x.clamp_(low, high)
     return torch.clamp(x, low, high)
 
@@ -290,7 +291,7 @@ def closed_form_backward(xp: ModuleType, *inputs: Array) -> Callable[..., Array]
         return None
     import torch
 
-    if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
+    if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
         return None
     from ._torch_autograd import ClosedFormBackward
 
@@ -371,7 +372,10 @@ def quiet_overflow(xp: ModuleType) -> contextlib.AbstractContextManager[Any]:
     """
     if is_numpy_namespace(xp) or is_array_api_strict_namespace(xp):
         return np.errstate(over="ignore", invalid="ignore")
-    return contextlib.nullcontext()
+    return _NO_CONTEXT
+
+
+_NO_CONTEXT = contextlib.nullcontext()  # reusable, and it costs nothing to enter
 
 
 def row_dot(xp: ModuleType, x1: Array, x2: Array, axis: int) -> Array:

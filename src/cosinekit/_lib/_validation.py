@@ -28,6 +28,9 @@ def _type_name(obj: object) -> str:
 # array): small calls are dominated by such Python checks.
 _PLAIN_ARRAY_TYPES: set[type] = set()
 _NAMESPACES: dict[tuple[type, ...], ModuleType] = {}
+# Type groups whose arrays need no check at all (every shape a torch.Size):
+# their namespace is found by one lookup.
+_PLAIN_TYPE_GROUPS: set[tuple[type, ...]] = set()
 
 
 def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) -> ModuleType:
@@ -38,10 +41,13 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
     arrays; ``np.matrix`` is no array-API object at all) and for arrays of
     different libraries, naming the offending types.
     """
+    types = tuple(map(type, arrays))
+    if types in _PLAIN_TYPE_GROUPS and xp is None:
+        # Types seen together before (none a masked array), with shapes that
+        # cannot hold Dask's NaN sizes (torch.Size): nothing to check.
+        return _NAMESPACES[types]
     for name, x in zip(names, arrays, strict=True):
         if type(x) in _PLAIN_ARRAY_TYPES and type(x.shape) is not tuple:
-            # A type seen before (not a masked array), with a shape that
-            # cannot hold Dask's NaN sizes (torch.Size): nothing to check.
             continue
         if not is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
             msg = f"{name} must be an array of an array-API library, got {_type_name(x)}"
@@ -69,7 +75,6 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
         return xp
     # The namespace depends on the array types alone (array-api-compat looks
     # at nothing else), and finding it costs microseconds per call.
-    types = tuple(type(x) for x in arrays)
     namespace = _NAMESPACES.get(types)
     if namespace is not None:
         return namespace
@@ -83,6 +88,8 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
         )
         raise TypeError(msg) from exc
     _NAMESPACES[types] = namespace
+    if all(type(x.shape) is not tuple for x in arrays):
+        _PLAIN_TYPE_GROUPS.add(types)
     return namespace
 
 
@@ -94,12 +101,10 @@ def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
     dtypes are a ``TypeError``. Half-precision results (float16, bfloat16) are
     computed in float32.
     """
-    if all(x.dtype == arrays[0].dtype for x in arrays[1:]) and arrays[0].dtype in (
-        xp.float32,
-        xp.float64,
-    ):
+    dtype = arrays[0].dtype
+    if dtype in (xp.float32, xp.float64) and all(x.dtype == dtype for x in arrays[1:]):
         # The common case, without the isdtype calls (each a Python function).
-        return arrays[0].dtype, arrays[0].dtype
+        return dtype, dtype
     candidates = []
     for x in arrays:
         if xp.isdtype(x.dtype, "real floating"):
@@ -128,6 +133,8 @@ def real_number(value: object) -> float | None:
 
 def normalize_axis(axis: object, ndim: int) -> int:
     """Return ``axis`` as a negative index into an array of rank ``ndim``."""
+    if type(axis) is int and -ndim <= axis < 0:
+        return axis  # the common case, without the (slow) abstract-class check
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         msg = f"axis must be an integer, got {_type_name(axis)}"
         raise TypeError(msg)
