@@ -13,6 +13,8 @@ is an error there, not a silent fallback.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -233,6 +235,49 @@ def test_torch_compile_backward(xp: ModuleType, library: Backend, name: str) -> 
     x = asarray(xp, a).requires_grad_(True)
     compiled(x, asarray(xp, b), asarray(xp, t)).backward()
     _check_directional(x.grad.numpy(), ref, a, b, t)
+
+
+FIRST_CALL_COMPILED = """
+import numpy as np, torch, cosinekit as ck
+a = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float64)
+b = torch.tensor([[4.0, 3.0], [0.0, 2.0]], dtype=torch.float64)
+compiled = torch.compile({call}, fullgraph=True, backend="eager")
+print(float(compiled(a, b)))
+"""
+
+
+@DYNAMO_LRU_CACHE
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        # (24/25 + 0) / 2 by hand; the InfoNCE value is torch's cross_entropy below.
+        ("lambda x, y: ck.cosine_similarity(x, y).mean()", 0.48),
+        ("lambda x, y: ck.info_nce_loss(x, y, temperature=0.5)", None),
+    ],
+)
+def test_torch_compile_as_the_first_call_of_a_process(
+    xp: ModuleType, library: Backend, call: str, expected: float | None
+) -> None:
+    # cosinekit's type caches are empty in a new process; filling them while
+    # Dynamo traces made fullgraph=True fail (it cannot replay the write).
+    _require(library, Backend.TORCH)
+    import torch
+
+    if expected is None:
+        a = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float64)
+        b = torch.tensor([[4.0, 3.0], [0.0, 2.0]], dtype=torch.float64)
+        functional = torch.nn.functional
+        logits = functional.normalize(a, dim=1) @ functional.normalize(b, dim=1).T
+        expected = float(functional.cross_entropy(logits / 0.5, torch.arange(2)))
+    completed = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL_COMPILED.format(call=call)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert float(completed.stdout.split()[-1]) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -25,7 +25,7 @@ from array_api_compat import device as array_device
 
 from ._lib._kernels import safe_divide, similarity_rows
 from ._lib._pairs import as_result, prepare_pair
-from ._lib._strategy import log_softmax, stop_gradient, values_are_readable
+from ._lib._strategy import log_softmax_parts, stop_gradient, values_are_readable
 from ._lib._validation import choice, namespace_of, real_number
 from ._losses import EMBEDDING_LOSS_REDUCTIONS, _reduce
 from ._pairwise import similarity_matrix
@@ -199,10 +199,18 @@ def info_nce_loss(
         loss = xp.sum(logits, axis=1)
     else:
         # The cross-entropy, as torch's: the log-softmax at the positive.
-        loss = -_picked(xp, log_softmax(xp, logits, axis=1), target)
+        loss = -_log_softmax_at(xp, logits, 1, target)
         if symmetric:
-            loss = (loss - _picked(xp, log_softmax(xp, logits, axis=0), target)) / 2
+            # The positive of key i is query i: the diagonal, per column.
+            loss = (loss - _log_softmax_at(xp, logits, 0, target)) / 2
     return as_result(xp, _reduce(xp, loss, None, reduction), result_dtype, like=similarity)
+
+
+def _log_softmax_at(xp: ModuleType, logits: Array, axis: int, target: Array | None) -> Array:
+    """The log-softmax along ``axis`` at ``(i, target_i)`` (``target=None``: the diagonal)."""
+    matrix, normalizer = log_softmax_parts(xp, logits, axis)
+    picked = _picked(xp, matrix, target)
+    return picked if normalizer is None else picked - normalizer
 
 
 def _picked(xp: ModuleType, logits: Array, target: Array | None) -> Array:

@@ -15,6 +15,8 @@ from typing import Any, cast
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
+from ._strategy import may_write_caches
+
 Array = Any
 Shape = tuple[int | None, ...]
 
@@ -70,7 +72,8 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
                 f"have after boolean indexing; call {name}.compute_chunk_sizes() first"
             )
             raise ValueError(msg)
-        _PLAIN_ARRAY_TYPES.add(type(x))
+        if may_write_caches():
+            _PLAIN_ARRAY_TYPES.add(type(x))
     if xp is not None:
         return xp
     # The namespace depends on the array types alone (array-api-compat looks
@@ -87,9 +90,10 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
             "convert them to one library first"
         )
         raise TypeError(msg) from exc
-    _NAMESPACES[types] = namespace
-    if all(type(x.shape) is not tuple for x in arrays):
-        _PLAIN_TYPE_GROUPS.add(types)
+    if may_write_caches():
+        _NAMESPACES[types] = namespace
+        if all(type(x.shape) is not tuple for x in arrays):
+            _PLAIN_TYPE_GROUPS.add(types)
     return namespace
 
 
