@@ -172,6 +172,13 @@ def _rescaled_unit_parts(
     """Unit vectors of ``x / max|x|``, the eps factor (or None), and finiteness.
 
     Rows holding inf or NaN come out as zero vectors, marked not finite.
+    This is the form that autodiff goes through (the eager repair path,
+    Dask, ``torch.func``): two quotients, each with a finite derivative at
+    every magnitude. ``_rescaled_scaling`` computes the same unit vectors
+    through one per-row reciprocal ``1 / (max|x| * shift * norm)`` for the
+    closed-form derivative; differentiating that reciprocal squares the
+    per-row divisor, which underflows for tiny vectors (the gradient was
+    -inf for float64 rows of 1e-300), so the two stay separate.
     """
     scaled, scale, finite, _, _ = _scaled_by_max(xp, x, axis)
     sumsq = row_dot(xp, scaled, scaled, axis)
