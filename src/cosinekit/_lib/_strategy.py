@@ -284,8 +284,7 @@ def _torch_clip_straight_through(x: Array, low: float, high: float, *, owned: bo
         from ._torch_autograd import StraightThroughClamp
 
         return StraightThroughClamp.apply(x, low, high)
-    # vmap has no rule for clamp_ (not compiling: checked above).
-    if owned and not torch._C._functorch.is_functorch_wrapped_tensor(x):
+    if owned and not _inside_torch_func(x):  # vmap has no rule for clamp_
         return x.clamp_(low, high)
     return torch.clamp(x, low, high)
 

@@ -26,13 +26,11 @@ def _type_name(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-# Array types that passed the checks of `namespace_of` once (never a masked
-# array): small calls are dominated by such Python checks.
-_PLAIN_ARRAY_TYPES: set[type] = set()
-_NAMESPACES: dict[tuple[type, ...], ModuleType] = {}
-# Type groups whose arrays need no check at all (every shape a torch.Size):
-# their namespace is found by one lookup.
-_PLAIN_TYPE_GROUPS: set[tuple[type, ...]] = set()
+# Each group of argument types that passed `namespace_of` before: its
+# namespace (array-api-compat looks at the types alone), and whether its
+# arrays need no check at all on later calls (no shape that can hold Dask's
+# NaN sizes, as torch.Size cannot). Small calls are dominated by such checks.
+_TYPE_GROUPS: dict[tuple[type, ...], tuple[ModuleType, bool]] = {}
 
 
 def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) -> ModuleType:
@@ -44,13 +42,10 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
     different libraries, naming the offending types.
     """
     types = tuple(map(type, arrays))
-    if types in _PLAIN_TYPE_GROUPS and xp is None:
-        # Types seen together before (none a masked array), with shapes that
-        # cannot hold Dask's NaN sizes (torch.Size): nothing to check.
-        return _NAMESPACES[types]
+    known = _TYPE_GROUPS.get(types)
+    if known is not None and known[1]:
+        return known[0] if xp is None else xp
     for name, x in zip(names, arrays, strict=True):
-        if type(x) in _PLAIN_ARRAY_TYPES and type(x.shape) is not tuple:
-            continue
         if not is_array_api_obj(x) or isinstance(x, (bool, int, float, complex)):
             msg = f"{name} must be an array of an array-API library, got {_type_name(x)}"
             raise TypeError(msg)
@@ -72,15 +67,10 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
                 f"have after boolean indexing; call {name}.compute_chunk_sizes() first"
             )
             raise ValueError(msg)
-        if may_write_caches():
-            _PLAIN_ARRAY_TYPES.add(type(x))
     if xp is not None:
         return xp
-    # The namespace depends on the array types alone (array-api-compat looks
-    # at nothing else), and finding it costs microseconds per call.
-    namespace = _NAMESPACES.get(types)
-    if namespace is not None:
-        return namespace
+    if known is not None:
+        return known[0]
     try:
         namespace = cast(ModuleType, array_namespace(*arrays))
     except TypeError as exc:
@@ -91,9 +81,7 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
         )
         raise TypeError(msg) from exc
     if may_write_caches():
-        _NAMESPACES[types] = namespace
-        if all(type(x.shape) is not tuple for x in arrays):
-            _PLAIN_TYPE_GROUPS.add(types)
+        _TYPE_GROUPS[types] = (namespace, all(type(x.shape) is not tuple for x in arrays))
     return namespace
 
 
