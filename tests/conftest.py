@@ -44,6 +44,44 @@ def pytest_configure(config: pytest.Config) -> None:
             msg = f"{backend.value!r} is requested in {BACKENDS_ENV} but fails to import: {exc}"
             raise pytest.UsageError(msg) from exc
     config.addinivalue_line("markers", "slow: long-running test (distributed cluster)")
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): the test needs one of these backends; it is not collected "
+        "in a session that tests none of them (no skip in the body)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "backend_free: the test exercises no array backend of its own (a subprocess, the "
+        "docs, the benchmarks); it runs once, in the session that sets "
+        "COSINEKIT_BACKEND_FREE=1, or when COSINEKIT_BACKENDS is unset",
+    )
+
+
+BACKEND_FREE_ENV = "COSINEKIT_BACKEND_FREE"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out tests for backends this session does not test, and backend-free repeats.
+
+    A test marked ``backends("torch")`` in the NumPy session would only
+    skip: it is deselected instead, so that a session's count is what it
+    tests. ``backend_free`` tests run in one session only.
+    """
+    requested = _requested()
+    run_backend_free = requested is None or os.environ.get(BACKEND_FREE_ENV) == "1"
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        wanted = {Backend(name) for name in marker.args} if marker else None
+        if (wanted is not None and requested is not None and not wanted & requested) or (
+            item.get_closest_marker("backend_free") and not run_backend_free
+        ):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def _selected() -> list[Backend]:
