@@ -110,7 +110,7 @@ def numpy(session: nox.Session) -> None:
         # wheel here is for 3.11 only; their examples run in the 3.11 session.
         doctests += [
             "--ignore=src/cosinekit/torch.py",
-            "--ignore=src/cosinekit/_lib/_torch_autograd.py",
+            "--ignore=src/cosinekit/_lib/_strategy/_torch_autograd.py",
         ]
     session.run("pytest", *doctests)
 

@@ -97,9 +97,51 @@ def _torch_modules_reference() -> list[str]:
     return lines
 
 
+BACKEND_TITLES = {
+    "numpy": "NumPy",
+    "torch": "PyTorch",
+    "jax": "JAX",
+    "cupy": "CuPy",
+    "dask": "Dask",
+    "array_api_strict": "array-api-strict",
+}
+
+
+def _capabilities_table() -> str:
+    """The backends table, from the one capability table of the package."""
+    from cosinekit._lib._capabilities import CAPABILITIES, Dask, Shape
+
+    header = [
+        "function",
+        *BACKEND_TITLES.values(),
+        "`jit` / `torch.compile`",
+        "on a GPU",
+        "gradients with respect to",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, found in CAPABILITIES.items():
+        backends = [
+            (found.dask.value if backend == "dask" else "yes")
+            if backend in found.backends and not (backend == "dask" and found.dask is Dask.NONE)
+            else "no"
+            for backend in BACKEND_TITLES
+        ]
+        traced = (
+            "yes"
+            if found.shape is Shape.FIXED
+            else "eager only: `TypeError` under `jit`, a graph break under `torch.compile`"
+        )
+        gpu = "no host sync" if found.shape is Shape.FIXED else "reads its result size"
+        gradients = ", ".join(f"`{a}`" for a in found.differentiable) or "none"
+        lines.append("| " + " | ".join([f"`{name}`", *backends, traced, gpu, gradients]) + " |")
+    return "\n".join(lines)
+
+
 def _fill_api_page(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname == "api":
         source[0] = source[0].replace("<!-- api-reference -->", _api_reference())
+    if docname == "backends":
+        source[0] = source[0].replace("<!-- capabilities -->", _capabilities_table())
 
 
 def setup(app: Sphinx) -> dict[str, bool]:

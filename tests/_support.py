@@ -19,6 +19,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from cosinekit._lib._capabilities import CAPABILITIES
+
 Array = Any
 
 _DEVICE: dict[str, str] = {"name": "cpu"}
@@ -199,3 +201,18 @@ def tolerance(dtype: Any) -> float:
     """
     name = getattr(dtype, "__name__", None) or str(dtype).rsplit(".", 1)[-1]
     return {"float64": 1e-13, "float32": 1e-5, "float16": 1e-3, "bfloat16": 8e-3}[name]
+
+
+def capabilities(*, shape: str | None = None, backend: str | None = None) -> list[str]:
+    """Public functions from the package's capability table, filtered.
+
+    ``shape`` is ``"fixed"`` or ``"values"`` (see ``Shape``); ``backend``
+    keeps the functions that support that backend. Contract tests take
+    their function lists from here, never from a list of their own.
+    """
+    return [
+        name
+        for name, found in CAPABILITIES.items()
+        if (shape is None or found.shape.value == shape)
+        and (backend is None or backend in found.backends)
+    ]

@@ -55,6 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "docs, the benchmarks); it runs once, in the session that sets "
         "COSINEKIT_BACKEND_FREE=1, or when COSINEKIT_BACKENDS is unset",
     )
+    config.addinivalue_line(
+        "markers",
+        "gpu: the test needs a GPU; collected only where COSINEKIT_DEVICE=cuda (the GPU "
+        "sessions), so that a CPU session neither runs nor skips it",
+    )
 
 
 BACKEND_FREE_ENV = "COSINEKIT_BACKEND_FREE"
@@ -69,12 +74,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     requested = _requested()
     run_backend_free = requested is None or os.environ.get(BACKEND_FREE_ENV) == "1"
+    on_gpu = os.environ.get(DEVICE_ENV, "cpu") != "cpu"
     kept, dropped = [], []
     for item in items:
         marker = item.get_closest_marker("backends")
         wanted = {Backend(name) for name in marker.args} if marker else None
-        if (wanted is not None and requested is not None and not wanted & requested) or (
-            item.get_closest_marker("backend_free") and not run_backend_free
+        if (
+            (wanted is not None and requested is not None and not wanted & requested)
+            or (item.get_closest_marker("backend_free") and not run_backend_free)
+            or (item.get_closest_marker("gpu") and not on_gpu)
         ):
             dropped.append(item)
         else:
