@@ -82,6 +82,7 @@ class Outcome:
 
     def check(self, world_size: int, name: str) -> None:
         """Fail (with the failing rank's traceback) unless ``name`` passed on every rank."""
+        __tracebackhide__ = True  # pytest shows the message, not this frame
         if (world_size, name) in self.passed:
             return
         if self.stopped_in in (None, (world_size, name)):

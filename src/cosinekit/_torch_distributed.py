@@ -30,8 +30,9 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
     ----------
     x : torch.Tensor
         Shape ``(n_r, ...)`` on rank ``r``: ``n_r`` may differ between ranks
-        (and be 0); the trailing shape, the dtype and the device kind must
-        be the same on every rank (``ValueError`` on every rank otherwise).
+        (and be 0); the trailing shape and the dtype must be the same on
+        every rank (``ValueError`` on every rank otherwise), on a device the
+        group's backend serves (the CPU for gloo, the rank's GPU for NCCL).
     group : torch.distributed.ProcessGroup, optional
         The process group; the default group by default. The calling
         process must be a member.
@@ -57,10 +58,11 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
     Like every collective, each call must be made by every rank of the
     group, in the same order, and so must the backward pass: every rank must
     backpropagate through the result (a rank whose loss does not depend on
-    it leaves the others waiting until the group's timeout). The same holds
-    for the collectives of a double backward (``torch.autograd.grad(...,
-    create_graph=True)`` is supported to any order). Forward-mode AD and
-    ``torch.func`` transforms are not supported.
+    it leaves the others waiting until the group's timeout), running the
+    same code so that its backward meets the gathers in the same order.
+    The same holds for a double backward: ``torch.autograd.grad(...,
+    create_graph=True)`` differentiates through the gather to any order.
+    Forward-mode AD and ``torch.func`` transforms are not supported.
 
     The forward pass exchanges the row counts (one small all-gather, and a
     read of its values: a device synchronization on a GPU), then the rows
@@ -85,7 +87,8 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
         counts = all_gather(torch.tensor([local_keys.shape[0]]))
         start = int(counts[: torch.distributed.get_rank()].sum())
         labels = start + torch.arange(local_queries.shape[0])
-        loss = cosinekit.info_nce_loss(local_queries, keys, labels=labels)
+        total = cosinekit.info_nce_loss(local_queries, keys, labels=labels, reduction="sum")
+        loss = total * counts.numel() / counts.sum()  # this rank's share
 
     """
     if not isinstance(x, torch.Tensor):
@@ -129,11 +132,11 @@ def _row_counts(x: Tensor, group: Any) -> list[int]:
 def _gather_rows(x: Tensor, counts: list[int], group: Any) -> Tensor:
     """The forward collective: pad to the largest count, gather, drop the padding."""
     largest = max(counts)
-    x = x.contiguous()
     if x.shape[0] < largest:
         padded = x.new_zeros((largest, *x.shape[1:]))
         padded[: x.shape[0]] = x
         x = padded
+    x = x.contiguous()
     out = x.new_empty((len(counts), largest, *x.shape[1:]))
     # The list form of all_gather, into views of one buffer: every backend
     # has it (gloo's needs equal sizes, hence the padding), and it is not
@@ -147,16 +150,18 @@ def _gather_rows(x: Tensor, counts: list[int], group: Any) -> Tensor:
 def _sum_own_rows(grad: Tensor, counts: list[int], group: Any) -> Tensor:
     """The backward collective: sum every rank's ``(N, ...)`` gradient, keep one's own rows.
 
-    An all-reduce then a slice, not a reduce-scatter: every backend has
-    all-reduce (gloo lacked reduce-scatter until recent releases, and
-    torch's own differentiable all_gather works around that with an
-    all-to-all), it needs no padding of the uneven rows, and its cost, the
-    size of the gathered embeddings, is small beside the all-reduce of the
+    An all-reduce then a slice, not a reduce-scatter: every backend and
+    release has all-reduce, where reduce-scatter is missing from some (off
+    NCCL, torch's own differentiable all_gather falls back to an
+    all-to-all), and the tensor forms of both collectives are deprecated
+    for renamed ones in recent releases; it needs no padding of the uneven
+    rows either. It moves about twice the bytes of a reduce-scatter, the
+    size of the gathered embeddings: small beside the all-reduce of the
     parameters' gradients that data-parallel training does anyway.
     """
     rank = dist.get_rank(group)
     start = sum(counts[:rank])
-    total = grad.contiguous().clone()
+    total = grad.clone(memory_format=torch.contiguous_format)  # all_reduce works in place
     dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
     return total[start : start + counts[rank]]
 
