@@ -236,7 +236,12 @@ def _rank_main(module: str, rank: int, port: int, worlds: list[int]) -> None:
 
 if __name__ == "__main__":
     try:
-        _rank_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), [int(w) for w in sys.argv[4:]])
+        # Through the module's own name, so that the checks (which import
+        # `_distributed`) and this rank share one copy of it.
+        import _distributed
+
+        arguments = int(sys.argv[2]), int(sys.argv[3]), [int(w) for w in sys.argv[4:]]
+        _distributed._rank_main(sys.argv[1], *arguments)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()

@@ -12,6 +12,7 @@ Ranks hold different numbers of rows, and some none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,12 +200,20 @@ class TwoTowers(torch.nn.Module):
 
 
 def check_share_on_ranks(
-    me: Rank, counts: list[int], negatives: list[int], **options: Any
+    me: Rank,
+    counts: list[int],
+    negatives: list[int],
+    rank_loss: Callable[..., Any] = share,
+    **options: Any,
 ) -> None:
     """The loss's mean over ranks and the ranks' mean gradient equal one process's.
 
-    The gradients are averaged with an all-reduce, as
-    ``DistributedDataParallel`` does (whose first use imports
+    ``rank_loss(queries, keys, temperature, **options)`` is what a rank
+    returns (`share`, or a loss module with ``gather=True``); one process
+    computes ``info_nce_loss`` of the whole batch with ``options``. Rank
+    ``r`` holds ``counts[r]`` queries and their positives, then
+    ``negatives[r]`` extra keys. The gradients are averaged with an
+    all-reduce, as ``DistributedDataParallel`` does (whose first use imports
     ``torch._dynamo``, seconds per process; the docs' example uses it).
     """
     queries, positives = normal(8, sum(counts), 5), normal(9, sum(counts), 5)
@@ -219,7 +228,7 @@ def check_share_on_ranks(
 
     model = TwoTowers()
     q, k, t = model(torch.tensor(queries[mine]), torch.tensor(my_keys))
-    loss = share(q, k, t, **options)
+    loss = rank_loss(q, k, t, **options)
     loss.backward()
     mean = loss.detach().clone()
     dist.all_reduce(mean)
