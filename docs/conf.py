@@ -84,7 +84,7 @@ def _torch_modules_reference() -> list[str]:
     import cosinekit.torch
 
     lines = [
-        "## PyTorch modules: `cosinekit.torch`",
+        "## PyTorch: `cosinekit.torch`",
         "",
         cosinekit.torch.__doc__.splitlines()[0],
         "",
@@ -93,7 +93,8 @@ def _torch_modules_reference() -> list[str]:
     lines += [f"   cosinekit.torch.{name}" for name in cosinekit.torch.__all__]
     lines += ["```", ""]
     for name in cosinekit.torch.__all__:
-        lines += ["```{eval-rst}", f".. autoclass:: cosinekit.torch.{name}", "```", ""]
+        kind = "autoclass" if isinstance(getattr(cosinekit.torch, name), type) else "autofunction"
+        lines += ["```{eval-rst}", f".. {kind}:: cosinekit.torch.{name}", "```", ""]
     return lines
 
 

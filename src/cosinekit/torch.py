@@ -1,9 +1,12 @@
-"""PyTorch modules for every cosinekit loss: ``torch.nn.Module`` wrappers.
+"""PyTorch modules for every cosinekit loss, and a differentiable all-gather.
 
 Importable only where torch is installed (``import cosinekit`` itself never
 imports torch). Each module calls the cosinekit function of the same loss
 with its keyword arguments fixed at construction, so it computes exactly
 what the function computes, and works under ``torch.compile``.
+`all_gather` concatenates a tensor's rows from every process of a
+``torch.distributed`` group, with the gradient flowing back to each process,
+so that a loss can see negatives from every process.
 
 Examples
 --------
@@ -27,6 +30,7 @@ import torch
 
 from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
 from ._losses import cosine_distance_loss, cosine_embedding_loss
+from ._torch_distributed import all_gather
 
 __all__ = [
     "CoSENTLoss",
@@ -35,6 +39,7 @@ __all__ = [
     "CosineTripletLoss",
     "InfoNCELoss",
     "NTXentLoss",
+    "all_gather",
 ]
 
 Tensor = Any
