@@ -81,7 +81,7 @@ def prepare_pair(
     extra = [
         (name, value)
         for name, value in others
-        if is_array_api_obj(value) and not isinstance(value, numbers.Number)
+        if not isinstance(value, numbers.Number) and is_array_api_obj(value)
     ]
     if resolved is None:
         xp, mode = resolve(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, cast
@@ -139,12 +140,16 @@ def real_number(value: object) -> float | None:
 
 def normalize_axis(axis: object, ndim: int) -> int:
     """Return ``axis`` as a negative index into an array of rank ``ndim``."""
+    # operator.index: under torch.compile(dynamic=True) an axis that is an
+    # argument of the compiled function is a symbolic int (its type reads as
+    # int), and index() makes it a Python int, as the array API's axis
+    # arguments need.
     if type(axis) is int and -ndim <= axis < 0:
-        return axis  # the common case, without the (slow) abstract-class check
+        return operator.index(axis)  # the common case, without the abstract-class check
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         msg = f"axis must be an integer, got {_type_name(axis)}"
         raise TypeError(msg)
-    index = int(axis)
+    index = operator.index(axis)
     if not -ndim <= index < ndim:
         msg = f"axis {index} is out of range for inputs with {ndim} dimension(s)"
         raise ValueError(msg)
@@ -300,10 +305,11 @@ def positive_scalar(
     if not xp.isdtype(array.dtype, ("real floating", "integral")):
         msg = f"{name} must be real, got dtype {array.dtype}"
         raise TypeError(msg)
-    array = xp.astype(array, like.dtype, copy=False)
     if mode.host_reads_free:
+        # Read before the cast to the compute dtype, which would turn an
+        # overflowing value into inf (or 0) and the error into a vaguer one.
         _check_positive(xp, float(stop_gradient(xp, array)), name, like.dtype, inverse=inverse)
-    return array
+    return xp.astype(array, like.dtype, copy=False)
 
 
 def _check_positive(xp: ModuleType, value: Any, name: str, dtype: Any, *, inverse: bool) -> None:
