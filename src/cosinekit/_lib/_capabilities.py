@@ -91,7 +91,7 @@ CAPABILITIES: dict[str, Capabilities] = {
         dask=Dask.LAZY_UNKNOWN_LENGTH,
     ),
     "info_nce_loss": Capabilities(
-        arrays=("queries", "keys", "labels", "temperature"),
+        arrays=("queries", "keys", "labels", "temperature", "positive_offset"),
         differentiable=("queries", "keys", "temperature"),
     ),
     "ntxent_loss": Capabilities(
