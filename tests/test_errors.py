@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cosinekit as ck
-from _support import Backend, asarray
+from _support import Backend, asarray, to_numpy
 
 # Every function that takes two arrays; the embedding loss also takes a target.
 TWO_INPUT = [
@@ -235,3 +235,105 @@ def test_margin_must_be_a_real_number(xp: ModuleType, margin: Any) -> None:
     x = _inputs(xp)
     with pytest.raises(TypeError, match="margin"):
         ck.cosine_embedding_loss(x, x, _target(xp), margin=margin)
+
+
+# -- flags, hyperparameters that overflow, public argument names (issue 19) ----
+
+# (function, option, a truthy value that is no bool): each call gets the
+# option by keyword; the arrays are SHAPE rows, the labels and scores SHAPE[0].
+FLAGS: dict[str, tuple[str, Any]] = {
+    "info_nce_loss": ("symmetric", "no"),
+    "cosine_triplet_loss": ("swap", "no"),
+    "cosine_topk": ("exclude_self", "yes"),
+    "cosine_range_search": ("exclude_self", "yes"),
+    "cosine_similarity": ("keepdims", 1),
+    "cosine_distance": ("keepdims", 1),
+    "angular_distance": ("keepdims", 1),
+    "pairwise_cosine_similarity": ("zero_diagonal", "x"),
+    "cosine_distance_loss": ("assume_normalized", 0),
+}
+
+
+def _flagged(xp: ModuleType, name: str, value: Any) -> Any:
+    x = _inputs(xp)
+    y = asarray(xp, np.array([[1.0, 0.5, -1.0], [2.0, -1.0, 0.5]]))
+    option = {FLAGS[name][0]: value}
+    if name == "cosine_triplet_loss":
+        return ck.cosine_triplet_loss(x, y, -x, **option)
+    if name == "cosine_topk":
+        return ck.cosine_topk(x, y, 1, **option)
+    if name == "cosine_range_search":
+        return ck.cosine_range_search(x, y, 0.5, **option)
+    if name == "pairwise_cosine_similarity":
+        return ck.pairwise_cosine_similarity(x, **option)
+    return getattr(ck, name)(x, y, **option)
+
+
+@pytest.mark.parametrize("name", FLAGS)
+def test_flags_refuse_truthy_values_and_accept_numpy_booleans(xp: ModuleType, name: str) -> None:
+    option, truthy = FLAGS[name]
+    with pytest.raises(TypeError, match=_both(option, "True or False")):
+        _flagged(xp, name, truthy)
+    for numpy_bool, plain in ((np.True_, True), (np.False_, False)):
+        got = _flagged(xp, name, numpy_bool)
+        want = _flagged(xp, name, plain)
+        for a, b in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, want)), strict=True):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "temperature"), [("float64", 1e-320), ("float32", 1e-40)], ids=["float64", "float32"]
+)
+def test_a_temperature_whose_inverse_overflows_is_a_value_error(
+    xp: ModuleType, dtype: str, temperature: float
+) -> None:
+    x = asarray(xp, np.array([[1.0, 2.0], [3.0, -1.0]]), dtype=getattr(xp, dtype))
+    labels = asarray(xp, np.array([0, 0]))
+    with pytest.raises(ValueError, match=_both("temperature", dtype)):
+        ck.info_nce_loss(x, x, temperature=temperature)
+    with pytest.raises(ValueError, match=_both("temperature", dtype)):
+        ck.ntxent_loss(x, labels, temperature=temperature)
+
+
+def test_a_scale_above_the_compute_dtype_is_a_value_error(xp: ModuleType) -> None:
+    x = asarray(xp, np.array([[1.0, 2.0], [3.0, -1.0]]), dtype=xp.float32)
+    scores = asarray(xp, np.array([1, 0]))
+    with pytest.raises(ValueError, match=_both("scale", "float32")):
+        ck.cosent_loss(x, x, scores, scale=1e39)
+
+
+@pytest.mark.backends("numpy")
+def test_an_array_temperature_that_overflows_is_a_value_error_where_readable() -> None:
+    x = np.array([[1.0, 2.0], [3.0, -1.0]])
+    with pytest.raises(ValueError, match=_both("temperature", "float64")):
+        ck.info_nce_loss(x, x, temperature=np.asarray(1e-320))
+    # A float64 array against float32 inputs: checked before the cast (to inf).
+    single = x.astype(np.float32)
+    with pytest.raises(ValueError, match=_both("scale", "float32")):
+        ck.cosent_loss(single, single, np.array([1, 0]), scale=np.asarray(1e39))
+    with pytest.raises(ValueError, match=_both("temperature", "float32")):
+        ck.info_nce_loss(single, single, temperature=np.asarray(1e-40))
+    # float16 is computed in float32: the bound is float32's.
+    half = x.astype(np.float16)
+    with pytest.raises(ValueError, match=_both("scale", "float32")):
+        ck.cosent_loss(half, half, np.array([1, 0]), scale=1e39)
+
+
+# Each call with feature sizes 3 and 5: the error names both public arguments.
+MISMATCHED: dict[str, tuple[tuple[str, str], Any]] = {
+    "info_nce_loss": (("queries", "keys"), ck.info_nce_loss),
+    "cosine_topk": (("queries", "keys"), lambda a, b: ck.cosine_topk(a, b, 1)),
+    "cosine_range_search": (("queries", "keys"), lambda a, b: ck.cosine_range_search(a, b, 0.5)),
+    "pairwise_cosine_similarity": (("x", "y"), ck.pairwise_cosine_similarity),
+    "cosent_loss": (("x1", "x2"), lambda a, b: ck.cosent_loss(a, b, np.arange(2))),
+    "cosine_triplet_loss": (("anchor", "negative"), lambda a, b: ck.cosine_triplet_loss(a, a, b)),
+    "cosine_distance_loss": (("labels", "predictions"), ck.cosine_distance_loss),
+}
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize("name", MISMATCHED)
+def test_mismatched_feature_sizes_name_the_public_arguments(name: str) -> None:
+    (first, second), call = MISMATCHED[name]
+    with pytest.raises(ValueError, match=_both(first, second, "3", "5")):
+        call(np.ones((2, 3)), np.ones((2, 5)))
