@@ -144,14 +144,15 @@ CONTRASTIVE = {"rtol": 1e-11, "atol": 1e-12}
 #: together its rows pass every array argument of the capability table.
 ROWS: list[Row] = [
     Row("l2_normalize", lambda rng: {"x": _embeddings(rng, 4)}),
-    *(Row(name, _pair) for name in ("cosine_similarity", "cosine_distance", "angular_distance")),
+    # A function's first row without a variant is its plain row, the one
+    # that runs where a transform is not run on every row (test_transforms).
     *(
-        Row(name, _weighted_pair, variant="weighted")
+        Row(name, _weighted_pair)
         for name in ("cosine_similarity", "cosine_distance", "angular_distance")
     ),
-    Row(
-        "cosine_distance_loss",
-        lambda rng: {"labels": _embeddings(rng, 4), "predictions": _plain(rng, 4)},
+    *(
+        Row(name, _pair, variant="unweighted")
+        for name in ("cosine_similarity", "cosine_distance", "angular_distance")
     ),
     Row(
         "cosine_distance_loss",
@@ -160,7 +161,11 @@ ROWS: list[Row] = [
             "predictions": _plain(rng, 4),
             "weights": rng.uniform(0.5, 2.0, 4),
         },
-        variant="weighted",
+    ),
+    Row(
+        "cosine_distance_loss",
+        lambda rng: {"labels": _embeddings(rng, 4), "predictions": _plain(rng, 4)},
+        variant="unweighted",
     ),
     Row(
         "cosine_embedding_loss",
