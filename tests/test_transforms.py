@@ -80,7 +80,10 @@ FIXED, VALUES = Shape.FIXED, Shape.VALUES
 @pytest.mark.backend_free
 def test_every_public_function_has_rows_passing_every_array_argument() -> None:
     missing = set(CAPABILITIES) - {row.function for row in ROWS}
-    assert not missing, f"{sorted(missing)}: add rows to tests/_calls.py (ROWS)"
+    assert not missing, (
+        f"{sorted(missing)}: add rows to tests/_calls.py (ROWS) and references to "
+        "tests/_references.py"
+    )
     assert {row.function for row in ROWS} <= set(CAPABILITIES)
     for name, found in CAPABILITIES.items():
         passed = {n for row in ROWS if row.function == name for n in row.names}
@@ -253,7 +256,9 @@ def test_torch_autograd(xp: ModuleType, row: Row, traced: tuple[str, ...]) -> No
 # takes the fast path: unit vectors of ~1e-54 in l2_normalize, the pairwise
 # functions and the losses built on them (torch 2.13, CPU).
 INDUCTOR_RESCALING = pytest.mark.xfail(
-    strict=True, reason="inductor drops the rescaled path of unit rows (reported)"
+    raises=AssertionError,
+    strict=True,
+    reason="inductor drops the rescaled path of unit rows (reported)",
 )
 INDUCTOR = [
     pytest.param(
