@@ -1,9 +1,12 @@
-"""PyTorch modules for every cosinekit loss: ``torch.nn.Module`` wrappers.
+"""PyTorch modules for every cosinekit loss, and gradient caching through the encoder.
 
 Importable only where torch is installed (``import cosinekit`` itself never
 imports torch). Each module calls the cosinekit function of the same loss
 with its keyword arguments fixed at construction, so it computes exactly
 what the function computes, and works under ``torch.compile``.
+`cached_backward` trains an encoder with any of them (or any loss on
+embeddings) at a batch size whose activations would not fit at once
+(GradCache).
 
 Examples
 --------
@@ -27,6 +30,7 @@ import torch
 
 from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
 from ._losses import cosine_distance_loss, cosine_embedding_loss
+from ._torch_cache import cached_backward
 
 __all__ = [
     "CoSENTLoss",
@@ -35,6 +39,7 @@ __all__ = [
     "CosineTripletLoss",
     "InfoNCELoss",
     "NTXentLoss",
+    "cached_backward",
 ]
 
 Tensor = Any
