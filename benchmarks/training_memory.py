@@ -23,7 +23,7 @@ activations: with InfoNCE that is its ``n x n`` logits and their gradient.
 
 Next to them, the size of the encoder's activations for the whole batch
 (``2 roles x rows x (features + 4 x hidden)`` floats: the inputs of the
-three linear layers and of the two GELUs) and for one slice.
+three linear layers and of the two GELUs) and for one slice of one role.
 
 Run ``python benchmarks/training_memory.py [--quick]``.
 """
@@ -154,8 +154,8 @@ def jax_memory(sizes: Sizes) -> dict[str, int]:
 
 
 def activations(sizes: Sizes, rows: int) -> int:
-    """The encoder's saved activations for ``rows`` rows of both roles, float32."""
-    return 2 * rows * (sizes.features + 4 * sizes.hidden) * 4
+    """The encoder's saved activations for ``rows`` rows, float32."""
+    return rows * (sizes.features + 4 * sizes.hidden) * 4
 
 
 def _row(library: str, measure: str, values: dict[str, int], peer: str) -> str:
@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(_torch_child(sizes, args.child)))
         return 0
-    whole, one_slice = activations(sizes, sizes.rows), activations(sizes, sizes.chunk)
+    whole, one_slice = activations(sizes, 2 * sizes.rows), activations(sizes, sizes.chunk)
     print(f"encoder {sizes.label()}, float32")
     print(
         f"encoder activations: whole batch {whole / MiB:.1f} MiB, "
-        f"one slice {one_slice / MiB:.2f} MiB\n"
+        f"one slice of one role {one_slice / MiB:.2f} MiB\n"
     )
     print(
         "| library | measure | plain step | cached step | the loss alone | peer |\n"

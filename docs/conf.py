@@ -88,7 +88,7 @@ def _backend_modules_reference() -> list[str]:
 
     lines = []
     for title, module in (
-        ("PyTorch modules: `cosinekit.torch`", cosinekit.torch),
+        ("PyTorch: `cosinekit.torch`", cosinekit.torch),
         ("JAX helpers: `cosinekit.jax`", cosinekit.jax),
     ):
         name = module.__name__

@@ -147,8 +147,9 @@ def cached_value_and_grad(
     calls it in `jax.jit` with ``loss_fn``, ``encode`` and ``chunk_size``
     fixed (closed over); ``params``, ``inputs`` and ``rng`` may be traced.
     Shapes are static, so the number of slices is fixed at trace time; the
-    program holds one copy of the encoder for the whole slices (the map and
-    the scan) and one for the last, shorter slice, whatever the batch size.
+    program holds a fixed number of copies of each role's encoder (in the
+    map, in the scan, and for the shorter last slice), whatever the batch
+    size. Called eagerly, it traces the map and the scan at every call.
 
     **Rows must be independent.** An encoder that mixes rows (batch
     statistics) sees one slice at a time, so the result is that of the
