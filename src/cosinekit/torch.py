@@ -1,12 +1,16 @@
-"""PyTorch modules for every cosinekit loss, and a differentiable all-gather.
+"""PyTorch modules for every cosinekit loss, gradient caching, and a differentiable all-gather.
 
 Importable only where torch is installed (``import cosinekit`` itself never
 imports torch). Each module calls the cosinekit function of the same loss
 with its keyword arguments fixed at construction, so it computes exactly
 what the function computes, and works under ``torch.compile``.
+
 `all_gather` concatenates a tensor's rows from every process of a
 ``torch.distributed`` group, with the gradient flowing back to each process,
-so that a loss can see negatives from every process.
+so that a loss can see negatives from every process. `cached_backward`
+trains an encoder with any of them (or any loss on
+embeddings) at a batch size whose activations would not fit at once
+(GradCache).
 
 Examples
 --------
@@ -31,6 +35,7 @@ import torch
 from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
 from ._losses import cosine_distance_loss, cosine_embedding_loss
 from ._torch_distributed import all_gather
+from ._torch_cache import cached_backward
 
 __all__ = [
     "CoSENTLoss",
@@ -40,6 +45,7 @@ __all__ = [
     "InfoNCELoss",
     "NTXentLoss",
     "all_gather",
+    "cached_backward",
 ]
 
 Tensor = Any
