@@ -41,7 +41,7 @@ def cached_backward(
 
     Gradient caching (GradCache; sentence-transformers' ``Cached*`` losses)
     for any loss on embeddings. Every batch is embedded in slices of
-    ``chunk_size`` rows under `torch.no_grad`, recording the random state
+    ``chunk_size`` rows under ``torch.no_grad``, recording the random state
     before each slice; ``loss_fn(*embeddings)`` is computed on the
     concatenated embeddings and backpropagated to them (and to ``loss_fn``'s
     own parameters, such as a learned temperature). Then each slice is
@@ -60,7 +60,7 @@ def cached_backward(
         are accumulated too. It is called once.
     encoders : callable or sequence of callables
         One callable shared by every role, or a list or tuple (or a
-        `torch.nn.ModuleList`) with one per role. Each maps a slice of its
+        ``torch.nn.ModuleList``) with one per role. Each maps a slice of its
         role's batch, of the batch's structure, to embeddings: a tensor whose
         first dimension is the slice's rows (usually ``(c, d)``). Each row's
         embedding must depend only on that row (see Notes).
@@ -126,7 +126,7 @@ def cached_backward(
     passes (as in GradCache and sentence-transformers' cached losses). Put
     such layers in ``eval()`` mode or use LayerNorm.
 
-    **Mixed precision.** Run the call under `torch.autocast` as a plain step
+    **Mixed precision.** Run the call under ``torch.autocast`` as a plain step
     would; with a ``GradScaler``, scale inside the loss,
     ``loss_fn=lambda *e: scaler.scale(loss(*e))``, then ``scaler.step``.
 

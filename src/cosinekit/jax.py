@@ -66,9 +66,9 @@ def cached_value_and_grad(
 
     Gradient caching (GradCache) for a parameter pytree and a pure encoder.
     The first pass embeds every batch in slices of ``chunk_size`` rows
-    (`jax.lax.map` over the whole slices, then the rest) and takes
+    (``jax.lax.map`` over the whole slices, then the rest) and takes
     ``loss_fn(*embeddings)`` and its gradient with respect to the
-    embeddings; the second pass takes, slice by slice in a `jax.lax.scan`,
+    embeddings; the second pass takes, slice by slice in a ``jax.lax.scan``,
     the vector-Jacobian product of the encoder with respect to ``params``
     with that slice's part of the gradient, and sums them. The encoder's
     activations exist for one slice at a time; the embeddings and their
@@ -144,7 +144,7 @@ def cached_value_and_grad(
     another ``chunk_size`` draws other dropout masks.
 
     **Under jit.** The function is traceable: wrap a training step that
-    calls it in `jax.jit` with ``loss_fn``, ``encode`` and ``chunk_size``
+    calls it in ``jax.jit`` with ``loss_fn``, ``encode`` and ``chunk_size``
     fixed (closed over); ``params``, ``inputs`` and ``rng`` may be traced.
     Shapes are static, so the number of slices is fixed at trace time; the
     program holds a fixed number of copies of each role's encoder (in the
