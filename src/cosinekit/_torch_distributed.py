@@ -47,7 +47,9 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
         Shape ``(n_r, ...)`` on rank ``r``: ``n_r`` may differ between ranks
         (and be 0); the trailing shape and the dtype must be the same on
         every rank (``ValueError`` on every rank otherwise), on a device the
-        group's backend serves (the CPU for gloo, the rank's GPU for NCCL).
+        group's backend serves (the CPU for gloo, the rank's GPU for NCCL;
+        another, such as ``meta``, is a ``ValueError`` naming both, before
+        any collective).
     group : torch.distributed.ProcessGroup, optional
         The process group; the default group by default. The calling
         process must be a member.
@@ -96,7 +98,8 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
 
     Under ``torchrun`` each rank scores its own queries against every
     rank's keys; the positive of its ``i``-th query is the key at the number
-    of keys held by the ranks before it, plus ``i``::
+    of keys held by the ranks before it, plus ``i`` (what
+    ``InfoNCELoss(gather=True)`` does)::
 
         keys = all_gather(local_keys)
         counts = all_gather(torch.tensor([local_keys.shape[0]]))
@@ -129,7 +132,7 @@ def gathering(group: Any = None) -> bool:
     if dist.get_rank(group) < 0:
         msg = "this process is not a member of the given process group"
         raise ValueError(msg)
-    return dist.get_world_size(group) > 1
+    return bool(dist.get_world_size(group) > 1)
 
 
 def check_devices(tensors: Sequence[Tensor], names: Sequence[str], group: Any) -> None:

@@ -2,11 +2,13 @@
 
 Importable only where torch is installed (``import cosinekit`` itself never
 imports torch). Each module calls the cosinekit function of the same loss
-with its keyword arguments fixed at construction, so it computes exactly
-what the function computes, and works under ``torch.compile``.
-`all_gather` concatenates a tensor's rows from every process of a
-``torch.distributed`` group, with the gradient flowing back to each process,
-so that a loss can see negatives from every process.
+with its keyword arguments checked and fixed at construction, so it
+computes exactly what the function computes, and works under
+``torch.compile``. `all_gather` concatenates a tensor's rows from every
+process of a ``torch.distributed`` group, with the gradient flowing back to
+each process, so that a loss can see negatives from every process;
+``InfoNCELoss(gather=True)`` and ``NTXentLoss(gather=True)`` use it and
+return each rank's share of the loss of every rank's rows.
 
 Examples
 --------
@@ -83,7 +85,7 @@ class _Loss(torch.nn.Module):
     """A loss with its keyword arguments checked and fixed at construction."""
 
     #: The reductions its function takes.
-    reductions = REDUCTIONS
+    reductions: tuple[str, ...] = REDUCTIONS
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
