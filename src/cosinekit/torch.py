@@ -274,7 +274,8 @@ class _ClampFromAbove(torch.autograd.Function):
     straight-through one would let it drift up without limit, where it
     would have to come back before the value moves. At module level so that
     ``torch.compile`` traces it; ``setup_context`` and the vmap rule serve
-    ``torch.func`` (stacked module states under ``vmap``).
+    ``torch.func`` (stacked module states under ``vmap``). No forward mode
+    (``torch.func.jvp``): Dynamo cannot trace a Function that defines one.
     """
 
     generate_vmap_rule = True
