@@ -236,3 +236,5 @@ def bench(session: nox.Session) -> None:
     )
     # Search memory at scale; add --dask for the cluster run (minutes).
     session.run("python", "benchmarks/search.py", *session.posargs)
+    # Gradient caching's memory (peak RSS per step, XLA's temporary buffers).
+    session.run("python", "benchmarks/training_memory.py", *session.posargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from sphinx.application import Sphinx
 
 import cosinekit
@@ -75,26 +77,28 @@ def _api_reference() -> str:
         lines += ["```", ""]
         for name in names:
             lines += ["```{eval-rst}", f".. autofunction:: cosinekit.{name}", "```", ""]
-    lines += _torch_modules_reference()
+    lines += _backend_modules_reference()
     return "\n".join(lines)
 
 
-def _torch_modules_reference() -> list[str]:
-    """The ``cosinekit.torch`` section: one entry per module in its ``__all__``."""
+def _backend_modules_reference() -> list[str]:
+    """The sections of ``cosinekit.torch`` and ``cosinekit.jax``, from their ``__all__``."""
+    import cosinekit.jax
     import cosinekit.torch
 
-    lines = [
-        "## PyTorch: `cosinekit.torch`",
-        "",
-        cosinekit.torch.__doc__.splitlines()[0],
-        "",
-    ]
-    lines += ["```{eval-rst}", ".. autosummary::", "   :nosignatures:", ""]
-    lines += [f"   cosinekit.torch.{name}" for name in cosinekit.torch.__all__]
-    lines += ["```", ""]
-    for name in cosinekit.torch.__all__:
-        kind = "autoclass" if isinstance(getattr(cosinekit.torch, name), type) else "autofunction"
-        lines += ["```{eval-rst}", f".. {kind}:: cosinekit.torch.{name}", "```", ""]
+    lines = []
+    for title, module in (
+        ("PyTorch: `cosinekit.torch`", cosinekit.torch),
+        ("JAX helpers: `cosinekit.jax`", cosinekit.jax),
+    ):
+        name = module.__name__
+        lines += [f"## {title}", "", module.__doc__.splitlines()[0], ""]
+        lines += ["```{eval-rst}", ".. autosummary::", "   :nosignatures:", ""]
+        lines += [f"   {name}.{member}" for member in module.__all__]
+        lines += ["```", ""]
+        for member in module.__all__:
+            kind = "autoclass" if inspect.isclass(getattr(module, member)) else "autofunction"
+            lines += ["```{eval-rst}", f".. {kind}:: {name}.{member}", "```", ""]
     return lines
 
 
