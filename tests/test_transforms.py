@@ -251,15 +251,9 @@ def test_torch_autograd(xp: ModuleType, row: Row, traced: tuple[str, ...]) -> No
         check_gradient(row, values, traced[i], inputs[i].grad)
 
 
-# Inductor folds the NaN flag ``isnan(0 * sqrt(s - low))`` that picks the
-# rescaled path to False, so a row whose squares underflow (the 1e-200 row)
-# takes the fast path: unit vectors of ~1e-54 in l2_normalize, the pairwise
-# functions and the losses built on them (torch 2.13, CPU).
-INDUCTOR_RESCALING = pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="inductor drops the rescaled path of unit rows (reported)",
-)
+# Inductor once folded a ``0 * x`` NaN flag to 0 and sent the 1e-200 row of
+# l2_normalize and the pairwise functions down the fast path: the rows here
+# hold that row, so generated kernels must keep the rescaled branch.
 INDUCTOR = [
     pytest.param(
         next(r for r in ROWS if r.id == "cosine_similarity"),
@@ -268,8 +262,8 @@ INDUCTOR = [
     pytest.param(
         next(r for r in ROWS if r.id == "info_nce_loss-labels"),
         id="info_nce_loss-labels",
-        marks=INDUCTOR_RESCALING,
     ),
+    pytest.param(next(r for r in ROWS if r.id == "l2_normalize"), id="l2_normalize"),
 ]
 
 

@@ -22,10 +22,10 @@ Design (see the "Numerics" docs page):
   the device, and one conditional recomputes the whole batch on the
   rescaled path, rarely; only per-row values cross it (``_traced_parts``).
   The unit vectors (``unit_rows``) are normalize-first with the norms
-  clamped by ``maximum``, every row outside the safe range flagged by
-  ``0 * sqrt(s - LOW)`` (NaN there): a select, or a second use of the
-  norms, breaks XLA's fusion of the norms into the division and costs a
-  pass. Elsewhere (Dask, ``torch.func``, eager accelerators) the rescaled
+  clamped by ``maximum``, the batch tested for rows outside the safe range
+  on the sums of squares (``any_outside_safe_range``): a select, or a
+  second use of the norms, breaks XLA's fusion of the norms into the
+  division and costs a pass. Elsewhere (Dask, ``torch.func``, eager accelerators) the rescaled
   path runs on everything, branch-free.
 * **Closed-form derivative** (``_closed_form``): as a backward on eager
   PyTorch (when every row of the batch is on the fast path; otherwise
@@ -51,11 +51,11 @@ from ._closed_form import (
 )
 from ._paths import Cosine, FastRows, UnitRows, by_path
 from ._rescale import (
+    any_outside_safe_range,
     both_in_safe_range,
     clamped_norm,
     eps_factor,
     ones_like,
-    range_flag,
     rescaled_cosine,
     rescaled_unit_parts,
 )
@@ -292,9 +292,9 @@ def _flagged_unit(
 ) -> UnitRows:
     """The fast unit vectors, or the rescaled ones for the whole batch if some row needs it.
 
-    The flag is a NaN (see ``range_flag``), not a comparison: XLA fuses
-    the clamped norm into the division only while nothing else reads it, and
-    a select costs another pass. Each branch computes what it returns and
+    The test reads the sums of squares (``any_outside_safe_range``), not the
+    norms: XLA fuses the clamped norm into the division only while nothing
+    else reads it, and a select costs another pass. Each branch computes what it returns and
     returns arrays only (``torch.cond`` refuses aliases and None).
     """
     sumsq = row_dot(xp, mode, x, x, axis)
@@ -308,7 +308,7 @@ def _flagged_unit(
         return pack(UnitRows(x / xp.expand_dims(norm, axis=axis), factor))
 
     chosen = branch(
-        xp.any(xp.isnan(range_flag(xp, sumsq))),
+        any_outside_safe_range(xp, sumsq),
         lambda: pack(_rescaled_unit(xp, mode, x, axis, eps)),
         fast,
     )

@@ -53,14 +53,17 @@ def both_in_safe_range(xp: ModuleType, norm1: Array, norm2: Array) -> Array:
     return (xp.minimum(norm1, norm2) >= low) & (xp.maximum(norm1, norm2) <= high)
 
 
-def range_flag(xp: ModuleType, sum_of_squares: Array) -> Array:
-    """0 where ``s`` is in the safe range, NaN for smaller, infinite or NaN ``s``.
+def any_outside_safe_range(xp: ModuleType, sum_of_squares: Array) -> Array:
+    """Whether some ``s`` lies outside the safe range (smaller, infinite or NaN), as a 0-d bool.
 
-    ``0 * sqrt(s - LOW)`` needs no select; used only on libraries that do
-    not warn about the NaN (JAX).
+    ``sqrt(s - LOW)`` is finite exactly in the safe range (``s <= HIGH`` is
+    finiteness), so the test needs no select and no comparison with the
+    norms. Not ``isnan(0 * sqrt(...))``: a compiler may fold ``0 * x`` to 0
+    (inductor does) and lose the NaN. Only under a trace, on libraries that
+    do not warn about the NaN (JAX, ``torch.compile``).
     """
     low = norm_range(xp, sum_of_squares.dtype)[0] ** 2
-    return 0 * xp.sqrt(sum_of_squares - low)
+    return xp.logical_not(xp.all(xp.isfinite(xp.sqrt(sum_of_squares - low))))
 
 
 def clamped_norm(xp: ModuleType, sum_of_squares: Array) -> Array:
