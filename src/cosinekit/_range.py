@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from types import ModuleType
 from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._blocks import (
-    Progress,
-    SearchInputs,
-    block_starts,
-    chunk_blocks,
-    row_block,
-    unit_vectors,
-)
-from ._lib._select import self_mask, sort_triples
-from ._lib._strategy.autodiff import clip_straight_through
+from ._lib._blocks import Progress, SearchInputs, chunk_blocks, join_parts, search_blocks
+from ._lib._qualify import Qualifying, ordered_pairs
 from ._lib._strategy.dask import dask_search_pairs
 from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
 from ._lib._strategy.namespaces import index_dtype
@@ -28,16 +19,7 @@ Pairs = tuple[Array, Array, Array]
 __all__ = ["cosine_range_search"]
 
 
-def _floor(threshold: float) -> float:
-    """The raw similarity from which a pair qualifies once clipped to ``[-1, 1]``.
-
-    For ``-1 < t <= 1``, ``clip(s) >= t`` exactly when ``s >= t``; at
-    ``t <= -1`` every number qualifies (NaN never does).
-    """
-    return -math.inf if threshold <= -1.0 else threshold
-
-
-def eager_pairs(
+def range_pairs(
     xp: ModuleType,
     mode: Mode,
     queries: Array,
@@ -46,70 +28,26 @@ def eager_pairs(
     *,
     blocks: tuple[int, int],
     exclude_self: bool,
-    query_start: int = 0,
-    key_start: int = 0,
+    device: Any,
+    offsets: tuple[int, int] = (0, 0),
     progress: Progress | None = None,
 ) -> Pairs:
-    """The qualifying pairs of these rows, ordered.
-
-    ``query_start`` and ``key_start`` place the rows in a larger search (a
-    Dask chunk). Keys are the outer loop, so each key block is normalized once.
-    """
-    n, m = queries.shape[0], keys.shape[0]
-    query_rows, key_rows = blocks
-    indices = index_dtype(xp)
-    query_blocks = list(block_starts(n, query_rows))
-    unit_queries = [
-        unit_vectors(xp, mode, row_block(queries, row, query_rows)) for row in query_blocks
-    ]
-    found: list[list[Pairs]] = [[] for _ in query_blocks]
-    floor = _floor(threshold)
-    for start in block_starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
-        width = unit_keys.shape[1]
-        for i, row in enumerate(query_blocks):
-            similarity = xp.matmul(unit_queries[i], unit_keys)
-            qualifies = similarity >= floor
-            if exclude_self:
-                excluded = self_mask(
-                    xp,
-                    similarity.shape[0],
-                    width,
-                    query_start + row,
-                    key_start + start,
-                    similarity,
-                )
-                if excluded is not None:
-                    qualifies = qualifies & xp.logical_not(excluded)
-            rows, columns = xp.nonzero(qualifies)
-            if rows.shape[0] == 0:
-                continue
-            values = xp.take(xp.reshape(similarity, (-1,)), rows * width + columns)
-            found[i].append(
-                (
-                    xp.astype(rows + (query_start + row), indices),
-                    xp.astype(columns + (key_start + start), indices),
-                    clip_straight_through(xp, mode, values, -1.0, 1.0),
-                )
-            )
-        if progress is not None:
-            progress(min(start + key_rows, m), m)
-    device = array_device(queries)
-    empty = (
-        xp.empty((0,), dtype=indices, device=device),
-        xp.empty((0,), dtype=indices, device=device),
-        xp.empty((0,), dtype=queries.dtype, device=device),
+    """The qualifying pairs of these rows, ordered by query, -similarity, key."""
+    visitor = Qualifying(
+        xp,
+        mode,
+        threshold,
+        features=int(queries.shape[1]),
+        dtype=queries.dtype,
+        index_dtype=index_dtype(xp),
+        device=device,
+        order="rows",
+        exclude_self=exclude_self,
     )
-    return order_pairs(xp, [pairs for block in found for pairs in block], empty)
-
-
-def order_pairs(xp: ModuleType, parts: list[Pairs], empty: Pairs) -> Pairs:
-    """Concatenate pairs and order them by query, descending similarity, key."""
-    if not parts:
-        return empty
-    rows, columns, values = (xp.concat([part[j] for part in parts]) for j in range(3))
-    order = sort_triples(xp, rows, values, columns)
-    return xp.take(rows, order), xp.take(columns, order), xp.take(values, order)
+    query_indices, key_indices, values = search_blocks(
+        xp, mode, queries, keys, visitor, blocks=blocks, offsets=offsets, progress=progress
+    )
+    return query_indices, key_indices, values
 
 
 def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
@@ -118,7 +56,7 @@ def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
     def search(
         chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
     ) -> Pairs:
-        return eager_pairs(
+        return range_pairs(
             chunk_xp,
             execution_mode(chunk_xp, queries, keys),
             queries,
@@ -126,14 +64,21 @@ def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
             threshold,
             blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size),
             exclude_self=exclude_self,
-            query_start=query_start,
-            key_start=key_start,
+            device=array_device(queries),
+            offsets=(query_start, key_start),
         )
 
     def combine(chunk_xp: ModuleType, parts: list[Pairs]) -> Pairs:
-        return order_pairs(chunk_xp, parts, parts[0])
+        query_indices, key_indices, values = ordered_pairs(
+            chunk_xp, join_parts(chunk_xp, list(parts)), "rows"
+        )
+        return query_indices, key_indices, values
 
-    return dask_search_pairs(inputs.queries, inputs.keys, search, combine, inputs.index_dtype)
+    dtypes = (inputs.index_dtype, inputs.index_dtype, inputs.queries.dtype)
+    query_indices, key_indices, values = dask_search_pairs(
+        inputs.queries, inputs.keys, search, combine, dtypes
+    )
+    return query_indices, key_indices, values
 
 
 @eager_under_compile
@@ -245,7 +190,7 @@ def cosine_range_search(
         key_indices = xp.empty((0,), dtype=inputs.index_dtype, device=inputs.device)
         values = xp.empty((0,), dtype=inputs.queries.dtype, device=inputs.device)
     else:
-        query_indices, key_indices, values = eager_pairs(
+        query_indices, key_indices, values = range_pairs(
             xp,
             inputs.mode,
             inputs.queries,
@@ -253,6 +198,7 @@ def cosine_range_search(
             value,
             blocks=inputs.blocks(),
             exclude_self=inputs.exclude_self,
+            device=inputs.device,
             progress=report,
         )
     return query_indices, key_indices, xp.astype(values, inputs.result_dtype, copy=False)

@@ -7,6 +7,11 @@
     ``argtopk`` (a lazy tree reduction over chunks); anything else sorts.
     Which of several equal values is chosen is left open: the searches
     impose their tie rule on top, the same way on every backend.
+``kth_largest``
+    The ``k``-th largest value of each row, where only that value is
+    needed (the floor below which no entry of a block can enter a top-k):
+    NumPy and CuPy ``partition`` copy the block once, where positions
+    (``argpartition``) would write twice its size in 64-bit integers.
 ``top_k_lower_index_first``
     A top-k that documents its tie order: JAX's ``lax.top_k`` returns the
     lower index first among equal values, so under ``jax.jit`` one top-k
@@ -86,3 +91,20 @@ def top_k_positions(xp: ModuleType, x: Array, k: int) -> Array:
             x = x.rechunk({x.ndim - 1: -1})
         return da.argtopk(x, k, axis=-1)
     return xp.argsort(x, axis=-1, descending=True)[:, :k]
+
+
+def kth_largest(xp: ModuleType, x: Array, k: int) -> Array:
+    """The ``k``-th largest value of each row of 2-D ``x`` (no NaN), ``1 <= k <= x.shape[-1]``."""
+    width = x.shape[-1]
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        native = np if is_numpy_namespace(xp) else importlib.import_module("cupy")
+        return native.partition(x, width - k, axis=-1)[:, width - k]
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.topk(x, k, dim=-1, sorted=False).values.amin(dim=-1)
+    if is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.top_k(x, k)[0][:, k - 1]
+    return xp.sort(x, axis=-1, descending=True)[:, k - 1]
