@@ -12,7 +12,7 @@ from ._lib._blocks import SearchInputs, block_starts, chunk_blocks, join_parts, 
 from ._lib._blocks import unit_vectors as _unit_vectors
 from ._lib._qualify import duplicate_floor
 from ._lib._strategy.dask import dask_search_pairs
-from ._lib._strategy.loops import from_host, to_host
+from ._lib._strategy.loops import from_host, host_namespace, to_host
 from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
 from ._lib._validation import integer
 from ._similar_pairs import triangle_pairs
@@ -84,6 +84,8 @@ def greedy_communities(
     singles = singles[~taken[singles]]
     accepted[singles] = len(sizes) + np.arange(singles.shape[0])
     sizes.extend([1] * int(singles.shape[0]))
+    if not sizes:
+        return accepted
     rank = np.empty(len(sizes), dtype=np.int64)
     rank[np.argsort(-np.asarray(sizes, dtype=np.int64), kind="stable")] = np.arange(len(sizes))
     return np.where(accepted >= 0, rank[np.maximum(accepted, 0)], -1)
@@ -222,6 +224,11 @@ def cosine_communities(
         msg = f"min_size must be at least 1, got {min_size}"
         raise ValueError(msg)
     n = inputs.n
+    if host_namespace(xp, inputs.mode) is not None:
+        labels = cosine_communities(
+            to_host(xp, inputs.queries), value, min_size=min_size, chunk_size=chunk_size
+        )
+        return xp.astype(from_host(xp, labels, inputs.device), inputs.index_dtype)
     if n == 0 or value > 1.0:
         return xp.full((n,), -1, dtype=inputs.index_dtype, device=inputs.device)
     if inputs.lazy:

@@ -11,6 +11,7 @@ from array_api_compat import device as array_device
 from ._lib._blocks import Block, SearchInputs, chunk_blocks, search_blocks, unit_vectors
 from ._lib._select import best_of_rows, take_2d
 from ._lib._strategy.dask import dask_search_chunks
+from ._lib._strategy.loops import compiled_on_jax
 from ._lib._strategy.mode import Mode, execution_mode
 from ._lib._strategy.namespaces import index_dtype
 from ._lib._strategy.rows import row_dot
@@ -22,6 +23,8 @@ Array = Any
 State = tuple[tuple[Array, Array], Array | None]
 
 __all__ = ["mine_hard_negatives"]
+
+_STATIC = ("k", "rank_range", "max_similarity", "margin", "relative_margin", "chunk_size")
 
 
 class _Negatives:
@@ -444,6 +447,20 @@ def mine_hard_negatives(
             xp.empty((0, k), dtype=inputs.index_dtype, device=inputs.device),
             xp.empty((0, k), dtype=inputs.result_dtype, device=inputs.device),
         )
+    compiled = compiled_on_jax(xp, inputs.mode, mine_hard_negatives, _STATIC)
+    if compiled is not None:
+        found: tuple[Array, Array] = compiled(
+            queries,
+            keys,
+            positives,
+            k=k,
+            rank_range=None if rank_range is None else window,
+            max_similarity=filters[0],
+            margin=filters[1],
+            relative_margin=filters[2],
+            chunk_size=chunk_size,
+        )
+        return found
     caps = _caps(inputs, held, *filters)
     size = min(window[0] + k, inputs.m)
     count = caps is not None and (window[0] > 0 or window[1] is not None)

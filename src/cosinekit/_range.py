@@ -10,6 +10,7 @@ from array_api_compat import device as array_device
 from ._lib._blocks import Progress, SearchInputs, chunk_blocks, join_parts, search_blocks
 from ._lib._qualify import Qualifying, ordered_pairs
 from ._lib._strategy.dask import dask_search_pairs
+from ._lib._strategy.loops import from_host, host_namespace, to_host
 from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
 from ._lib._strategy.namespaces import index_dtype
 
@@ -42,6 +43,7 @@ def range_pairs(
         index_dtype=index_dtype(xp),
         device=device,
         order="rows",
+        group=blocks[0] * blocks[1],
         exclude_self=exclude_self,
     )
     query_indices, key_indices, values = search_blocks(
@@ -70,7 +72,7 @@ def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
 
     def combine(chunk_xp: ModuleType, parts: list[Pairs]) -> Pairs:
         query_indices, key_indices, values = ordered_pairs(
-            chunk_xp, join_parts(chunk_xp, list(parts)), "rows"
+            chunk_xp, list(join_parts(chunk_xp, list(parts))), "rows"
         )
         return query_indices, key_indices, values
 
@@ -183,6 +185,22 @@ def cosine_range_search(
     value = inputs.threshold(threshold)
     inputs.require_value_dependent_shapes("cosine_range_search")
     report = inputs.check_progress(progress)
+    host = host_namespace(xp, inputs.mode)
+    if host is not None:
+        found = cosine_range_search(
+            to_host(xp, inputs.queries),
+            to_host(xp, inputs.keys),
+            value,
+            exclude_self=inputs.exclude_self,
+            chunk_size=chunk_size,
+            progress=report,
+        )
+        dtypes = (inputs.index_dtype, inputs.index_dtype, inputs.result_dtype)
+        query_indices, key_indices, values = (
+            xp.astype(from_host(xp, a, inputs.device), dtype)
+            for a, dtype in zip(found, dtypes, strict=True)
+        )
+        return query_indices, key_indices, values
     if inputs.lazy:
         query_indices, key_indices, values = _dask_pairs(inputs, value)
     elif inputs.n == 0 or inputs.m == 0 or value > 1.0:

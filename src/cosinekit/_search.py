@@ -8,6 +8,7 @@ from typing import Any
 from ._lib._blocks import Progress, SearchInputs, chunk_blocks
 from ._lib._select import best_of_rows, fill_empty
 from ._lib._strategy.dask import dask_search_chunks
+from ._lib._strategy.loops import compiled_on_jax, from_host, host_namespace, to_host
 from ._lib._strategy.mode import compiling, eager_under_compile, execution_mode
 from ._lib._strategy.namespaces import index_dtype
 from ._lib._topk import topk_blocks
@@ -16,6 +17,8 @@ from ._lib._validation import integer
 Array = Any
 
 __all__ = ["cosine_topk"]
+
+_STATIC = ("k", "chunk_size", "exclude_self")
 
 
 def _dask_topk(inputs: SearchInputs, k: int) -> tuple[Array, Array]:
@@ -211,6 +214,24 @@ def cosine_topk(
         msg = f"k must be between 1 and {what} {limit}, got {k}"
         raise ValueError(msg)
     report = inputs.check_progress(progress)
+    if report is not None and host_namespace(xp, inputs.mode) is not None:
+        # Progress needs Python between the blocks: not one compiled call.
+        values, indices = cosine_topk(
+            to_host(xp, inputs.queries),
+            to_host(xp, inputs.keys),
+            k,
+            chunk_size=chunk_size,
+            exclude_self=inputs.exclude_self,
+            progress=report,
+        )
+        values = xp.astype(from_host(xp, values, inputs.device), inputs.result_dtype)
+        return values, xp.astype(from_host(xp, indices, inputs.device), inputs.index_dtype)
+    compiled = None if report else compiled_on_jax(xp, inputs.mode, cosine_topk, _STATIC)
+    if compiled is not None:
+        found: tuple[Array, Array] = compiled(
+            queries, keys, k, chunk_size=chunk_size, exclude_self=inputs.exclude_self
+        )
+        return found
     if inputs.n == 0:
         return (
             xp.empty((0, k), dtype=inputs.result_dtype, device=inputs.device),

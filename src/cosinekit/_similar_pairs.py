@@ -10,6 +10,7 @@ from array_api_compat import device as array_device
 from ._lib._blocks import SearchInputs, chunk_blocks, join_parts, search_blocks
 from ._lib._qualify import Qualifying, ordered_pairs
 from ._lib._strategy.dask import dask_search_pairs
+from ._lib._strategy.loops import from_host, host_namespace, to_host
 from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
 from ._lib._strategy.namespaces import index_dtype
 
@@ -46,6 +47,7 @@ def triangle_pairs(
         index_dtype=index_dtype(xp),
         device=array_device(x),
         order=order,
+        group=blocks[0] * blocks[1],
         triangle=True,
         values=values,
     )
@@ -82,7 +84,7 @@ def _dask_similar_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
         )
 
     def combine(chunk_xp: ModuleType, parts: list[tuple[Array, ...]]) -> tuple[Array, ...]:
-        found = ordered_pairs(chunk_xp, join_parts(chunk_xp, list(parts)), "pairs")
+        found = ordered_pairs(chunk_xp, list(join_parts(chunk_xp, list(parts))), "pairs")
         return by_similarity(chunk_xp, list(found))
 
     def finish(chunk_xp: ModuleType, parts: list[tuple[Array, ...]]) -> tuple[Array, ...]:
@@ -192,6 +194,14 @@ def cosine_similar_pairs(
     xp = inputs.xp
     value = inputs.threshold(threshold)
     inputs.require_value_dependent_shapes("cosine_similar_pairs")
+    if host_namespace(xp, inputs.mode) is not None:
+        found = cosine_similar_pairs(to_host(xp, inputs.queries), value, chunk_size=chunk_size)
+        dtypes = (inputs.index_dtype, inputs.index_dtype, inputs.result_dtype)
+        first, second, values = (
+            xp.astype(from_host(xp, a, inputs.device), dtype)
+            for a, dtype in zip(found, dtypes, strict=True)
+        )
+        return first, second, values
     if inputs.n < 2 or value > 1.0:
         first = xp.empty((0,), dtype=inputs.index_dtype, device=inputs.device)
         second = xp.empty((0,), dtype=inputs.index_dtype, device=inputs.device)
@@ -199,14 +209,19 @@ def cosine_similar_pairs(
     elif inputs.lazy:
         first, second, values = _dask_similar_pairs(inputs, value)
     else:
-        found = triangle_pairs(
+        # No name holds the pairs in (i, j) order: by_similarity frees them
+        # as it makes the ordered copies.
+        first, second, values = by_similarity(
             xp,
-            inputs.mode,
-            inputs.queries,
-            value,
-            blocks=inputs.blocks(square=True),
-            order="pairs",
+            list(
+                triangle_pairs(
+                    xp,
+                    inputs.mode,
+                    inputs.queries,
+                    value,
+                    blocks=inputs.blocks(square=True),
+                    order="pairs",
+                )
+            ),
         )
-        first, second, values = by_similarity(xp, list(found))
-        del found
     return first, second, xp.astype(values, inputs.result_dtype, copy=False)

@@ -18,9 +18,9 @@ orders them. Three rules live here, the same for all three searches:
   keep their computed value: the comparison only ever concerns the few
   pairs within ``(d + 4) eps`` of 1.
 * **Order within bounded memory.** A query block's pairs are ordered in
-  groups of rows of at most ``GROUP_PAIRS`` pairs (the groups' bounds read
-  once per block), so that sorting never needs more than a block's worth
-  of temporaries beside the pairs themselves.
+  groups of rows of at most as many pairs as a block has similarities
+  (the groups' bounds read once per block), so that sorting never needs
+  more than a block's worth of temporaries beside the pairs themselves.
 * **Above the diagonal.** For a collection against itself (``triangle``)
   only pairs ``i < j`` are kept, and the loop visits only the blocks that
   hold some.
@@ -46,7 +46,6 @@ Array = Any
 Parts = list[tuple[Array, ...]]
 Slice = tuple[int, int]
 
-GROUP_PAIRS = 2**20
 ORDERS = ("rows", "pairs", "none")
 
 
@@ -65,7 +64,8 @@ class Qualifying:
 
     ``order``: ``"rows"`` by query, then descending similarity, then key
     (range search); ``"pairs"`` by ``(i, j)`` (similar pairs, before their
-    final order by similarity); ``"none"`` as found (communities). With
+    final order by similarity); ``"none"`` as found (communities). Pairs
+    are sorted ``group`` at a time at most (a block's size). With
     ``values=False`` only the indices are kept.
     """
 
@@ -80,12 +80,14 @@ class Qualifying:
         index_dtype: Any,
         device: Any,
         order: str,
+        group: int,
         exclude_self: bool = False,
         triangle: bool = False,
         values: bool = True,
     ) -> None:
         self.xp, self.mode, self.threshold = xp, mode, threshold
         self.index_dtype, self.dtype, self.device, self.order = index_dtype, dtype, device, order
+        self.group = max(1, group)
         self.exclude_self, self.triangle, self.values = exclude_self, triangle, values
         self.near = duplicate_floor(xp, dtype, features)
         # Clipped to [-1, 1], a similarity s qualifies iff raw s >= threshold
@@ -167,18 +169,23 @@ class Qualifying:
         if self.order == "none" or (self.order == "pairs" and len(parts) == 1):
             # nonzero finds pairs by row, then column: one block is in (i, j) order.
             return join_parts(xp, parts)
+        groups = self._groups(parts, row, rows)
+        if len(groups) == 1:
+            # Joined, the parts are released (they are the state's only copy).
+            return ordered_pairs(xp, list(join_parts(xp, parts)), self.order)
         ordered = []
-        for group in self._groups(parts, row, rows):
-            pieces = [tuple(p[a:b] for p in part) for part, (a, b) in group]
-            ordered.append(ordered_pairs(xp, join_parts(xp, pieces), self.order))
+        while groups:
+            pieces = [tuple(p[a:b] for p in part) for part, (a, b) in groups.pop(0)]
+            ordered.append(ordered_pairs(xp, list(join_parts(xp, pieces)), self.order))
+        # Nothing refers to the parts now (the pieces were views of them).
         parts.clear()
         return join_parts(xp, ordered)
 
     def _groups(self, parts: Parts, row: int, rows: int) -> list[list[tuple[Any, Slice]]]:
-        """Each part's slice per group of consecutive rows of at most ``GROUP_PAIRS`` pairs."""
+        """Each part's slice per group of consecutive rows of at most ``group`` pairs."""
         xp = self.xp
         total = sum(int(part[0].shape[0]) for part in parts)
-        if total <= GROUP_PAIRS or rows == 1:
+        if total <= self.group or rows == 1:
             return [[(part, (0, int(part[0].shape[0]))) for part in parts]]
         device = array_device(parts[0][0])
         wanted = xp.arange(row, row + rows + 1, dtype=self.index_dtype, device=device)
@@ -186,7 +193,7 @@ class Qualifying:
         per_row = np.sum([np.diff(b) for b in bounds], axis=0)
         edges, held = [0], 0
         for r, count in enumerate(per_row.tolist()):
-            if held and held + count > GROUP_PAIRS:
+            if held and held + count > self.group:
                 edges.append(r)
                 held = 0
             held += count
@@ -206,12 +213,13 @@ class Qualifying:
         return (*found, xp.empty((0,), dtype=self.dtype, device=device))
 
 
-def ordered_pairs(xp: ModuleType, found: tuple[Array, ...], order: str) -> tuple[Array, ...]:
+def ordered_pairs(xp: ModuleType, found: list[Array], order: str) -> tuple[Array, ...]:
     """Pairs found in key order (parts joined as the keys came) put in ``order``.
 
     ``"rows"``: by query, descending similarity, key; ``"pairs"``: by
     ``(i, j)``. Both are stable sorts of the fewest keys: pairs of one row
-    with equal similarity are already in key order.
+    with equal similarity are already in key order. ``found`` is emptied as
+    the ordered copies are made.
     """
     rows = found[0]
     if order == "rows":
@@ -219,4 +227,5 @@ def ordered_pairs(xp: ModuleType, found: tuple[Array, ...], order: str) -> tuple
         sequence = xp.take(sequence, xp.argsort(xp.take(rows, sequence), stable=True))
     else:
         sequence = xp.argsort(rows, stable=True)
-    return tuple(xp.take(a, sequence) for a in found)
+    del rows
+    return tuple(xp.take(found.pop(0), sequence) for _ in range(len(found)))

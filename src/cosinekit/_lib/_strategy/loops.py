@@ -9,6 +9,20 @@
     slicing blocks with ``lax.dynamic_slice_in_dim``. Elsewhere (eager
     libraries, and ``torch.compile``, which unrolls any loop it traces)
     the searches loop in Python and this returns None.
+``compiled_on_jax``
+    Eager JAX runs a search operation by operation, and compiles each
+    operation again for every new shape: a blocked search of a few dozen
+    rows took seconds. A fixed-shape search (top-k, hard negatives) called
+    eagerly on JAX runs instead as one ``jax.jit`` of the public function,
+    compiled once per shape and static argument and cached, with the
+    compiled loops above.
+``host_namespace``
+    The value-dependent searches (range search, similar pairs,
+    communities) cannot be compiled (their result sizes depend on the
+    values), and eager JAX recompiles every operation of every block for
+    the new shapes that ``nonzero`` makes. Where JAX arrays live on the
+    host those searches run in NumPy on a view of the same memory, and
+    return JAX arrays.
 ``to_host`` and ``from_host``
     A few steps are sequential decisions over scalars (the community
     detection's greedy visit, group boundaries read once per block): they
@@ -71,6 +85,33 @@ def block_loops(xp: ModuleType, mode: Mode) -> BlockLoops | None:
         return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
 
     return BlockLoops(map_blocks, fold, rows)
+
+
+_COMPILED: dict[tuple[Callable[..., Any], tuple[str, ...]], Callable[..., Any]] = {}
+
+
+def compiled_on_jax(
+    xp: ModuleType, mode: Mode, function: Callable[..., Any], static: tuple[str, ...]
+) -> Callable[..., Any] | None:
+    """``jax.jit(function)`` (``static`` argument names) for an eager JAX call, or None."""
+    if not is_jax_namespace(xp) or not mode.eager:
+        return None
+    key = (function, static)
+    if key not in _COMPILED:
+        import jax
+
+        _COMPILED[key] = jax.jit(function, static_argnames=static)
+    return _COMPILED[key]
+
+
+def host_namespace(xp: ModuleType, mode: Mode) -> ModuleType | None:
+    """NumPy's namespace where an eager JAX search on the host should run there, or None."""
+    if is_jax_namespace(xp) and mode.eager and mode.host_reads_free:
+        import array_api_compat.numpy
+
+        namespace: ModuleType = array_api_compat.numpy
+        return namespace
+    return None
 
 
 def to_host(xp: ModuleType, x: Array) -> np.ndarray:
