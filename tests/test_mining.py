@@ -582,3 +582,46 @@ def test_dask_mining_laziness() -> None:
     for got, want in zip(computed[2:], brute_similar_pairs(x, 0.6), strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(labels.compute(), brute_communities(x, 0.6, 2))
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch CPU tensors resolve as an eager accelerator: reads are not free."""
+    from cosinekit._lib._strategy import mode as mode_module
+
+    resolve = mode_module._torch_mode
+
+    def on_device(arrays: tuple[Any, ...], names: Any) -> Any:
+        found = resolve(arrays, names)
+        return found._replace(host_reads_free=False) if found.eager else found
+
+    monkeypatch.setattr(mode_module, "_torch_mode", on_device)
+
+
+@pytest.mark.backends("torch")
+def test_mining_on_an_eager_accelerator(stand_in_gpu: None) -> None:
+    """Pairs and communities read their sizes there; hard negatives read nothing."""
+    import torch
+
+    from cosinekit._lib._strategy.mode import EAGER_DEVICE, execution_mode
+
+    x = collection(30, 3, np.random.default_rng(16))
+    tensor = torch.asarray(x)
+    assert execution_mode(torch, tensor) == EAGER_DEVICE
+    found = [a.numpy() for a in ck.cosine_similar_pairs(tensor, 0.7, chunk_size=8)]
+    expected = brute_similar_pairs(x, 0.7)
+    assert sorted(zip(found[0].tolist(), found[1].tolist(), strict=True)) == sorted(
+        zip(expected[0].tolist(), expected[1].tolist(), strict=True)
+    )
+    labels = ck.cosine_communities(tensor, 0.7, min_size=2, chunk_size=8)
+    np.testing.assert_array_equal(labels.numpy(), brute_communities(x, 0.7, 2))
+    queries, keys, positives = mining_data(np.random.default_rng(17))
+    bad = positives.copy()
+    bad[1, 1] = 99  # not read on a device: a row of padding, as under a trace
+    indices, values = ck.mine_hard_negatives(
+        torch.asarray(queries), torch.asarray(keys), torch.asarray(bad), k=3, margin=0.01
+    )
+    reference_indices, reference_values = brute_negatives(queries, keys, positives, 3, margin=0.01)
+    reference_indices[1], reference_values[1] = -1, np.nan
+    np.testing.assert_array_equal(indices.numpy(), reference_indices)
+    np.testing.assert_allclose(values.numpy(), reference_values, rtol=0, atol=1e-14)

@@ -37,10 +37,11 @@ import numpy as np
 from array_api_compat import device as array_device
 
 from ._blocks import Block, join_parts
-from ._select import self_mask
+from ._select import nonzero_2d, self_mask
 from ._strategy.autodiff import clip_straight_through
 from ._strategy.loops import to_host
 from ._strategy.mode import Mode
+from ._strategy.select import nonzero_flat
 
 Array = Any
 Parts = list[tuple[Array, ...]]
@@ -120,19 +121,19 @@ class Qualifying:
     def visit(self, parts: Parts, block: Block) -> Parts:
         xp = self.xp
         similarity = block.similarity
-        width = similarity.shape[1]
         qualifies = similarity >= self.floor
         excluded = self._excluded(block)
         if excluded is not None:
             qualifies = qualifies & xp.logical_not(excluded)
-        rows, columns = xp.nonzero(qualifies)
-        if rows.shape[0] == 0:
+        flat, rows, columns = nonzero_2d(xp, qualifies)
+        if flat.shape[0] == 0:
             return parts
-        values = xp.take(xp.reshape(similarity, (-1,)), rows * width + columns)
+        values = xp.take(xp.reshape(similarity, (-1,)), flat)
+        del flat
         values = clip_straight_through(xp, self.mode, values, -1.0, 1.0)
         values = self._duplicates_at_one(values, rows, columns, block)
         if self.threshold > self.floor:
-            kept = xp.nonzero(values >= self.threshold)[0]
+            kept = nonzero_flat(xp, values >= self.threshold)
             if kept.shape[0] == 0:
                 return parts
             rows, columns, values = (xp.take(a, kept) for a in (rows, columns, values))
@@ -149,9 +150,9 @@ class Qualifying:
         """``values`` with 1 where the pair's unit rows are identical (see the module doc)."""
         xp = self.xp
         near = values >= self.near
-        if int(xp.count_nonzero(near)) == 0:
+        which = nonzero_flat(xp, near)
+        if which.shape[0] == 0:
             return values
-        which = xp.nonzero(near)[0]
         same = same_rows(
             xp,
             xp.take(block.unit_queries, xp.take(rows, which), axis=0),

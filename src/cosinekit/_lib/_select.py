@@ -46,7 +46,13 @@ from array_api_compat import device as array_device
 from ._strategy.autodiff import clip_straight_through
 from ._strategy.mode import Mode
 from ._strategy.namespaces import index_dtype
-from ._strategy.select import kth_largest, top_k_lower_index_first, top_k_positions
+from ._strategy.select import (
+    count_true,
+    kth_largest,
+    nonzero_flat,
+    top_k_lower_index_first,
+    top_k_positions,
+)
 
 if TYPE_CHECKING:
     from ._blocks import Block
@@ -60,6 +66,19 @@ DENSE_FACTOR = 4
 # The traced path ranks NaN similarities here: below every clipped value in
 # [-1, 1], above the -inf that marks an excluded key (exclude_self).
 NAN_RANK = -2.0
+
+
+def nonzero_2d(xp: ModuleType, mask: Array) -> tuple[Array, Array, Array]:
+    """``(flat positions, rows, columns)`` of the True entries of 2-D ``mask``, row by row.
+
+    One ``nonzero`` of the flattened mask: NumPy finds the positions of a
+    mostly-False 2-D mask about ten times faster flat than as two
+    coordinate arrays, and the few rows and columns follow by division.
+    """
+    width = mask.shape[1]
+    flat = nonzero_flat(xp, mask)
+    rows = flat // width
+    return flat, rows, flat - rows * width
 
 
 def take_2d(xp: ModuleType, x: Array, positions: Array) -> Array:
@@ -143,9 +162,49 @@ def merge_candidates(
     """The best ``k`` of each row among its state and its candidates.
 
     ``rows`` (ascending), ``values`` (clipped, no NaN) and ``indices`` are 1-D:
-    candidate ``c`` belongs to row ``rows[c]``. One sort of all triples puts
-    each row's entries together, best first; each row has at least ``k``
-    (its state), so the first ``k`` of every row are taken by position.
+    candidate ``c`` belongs to row ``rows[c]``. Only the rows that have
+    candidates are merged (after the first blocks, a few of them): their
+    states are taken out, merged, and put back by one ``take``.
+    """
+    best_values, best_indices = state
+    n = best_values.shape[0]
+    row_dtype = rows.dtype
+    first = xp.concat((xp.ones((1,), dtype=xp.bool), rows[1:] != rows[:-1]))
+    touched = xp.take(rows, nonzero_flat(xp, first))
+    count = touched.shape[0]
+    if 2 * count > n:
+        return _merge_rows(xp, state, rows, values, indices)
+    # Each candidate's place among the touched rows (rows ascend).
+    local = xp.cumulative_sum(xp.astype(first, row_dtype)) - 1
+    merged = _merge_rows(
+        xp,
+        (xp.take(best_values, touched, axis=0), xp.take(best_indices, touched, axis=0)),
+        local,
+        values,
+        indices,
+    )
+    every = xp.arange(n, dtype=row_dtype)
+    place = xp.searchsorted(touched, every)
+    hit = xp.take(touched, xp.clip(place, max=count - 1)) == every
+    source = xp.where(hit, xp.astype(place, row_dtype) + n, every)
+    return (
+        xp.take(xp.concat((best_values, merged[0]), axis=0), source, axis=0),
+        xp.take(xp.concat((best_indices, merged[1]), axis=0), source, axis=0),
+    )
+
+
+def _merge_rows(
+    xp: ModuleType,
+    state: tuple[Array, Array],
+    rows: Array,
+    values: Array,
+    indices: Array,
+) -> tuple[Array, Array]:
+    """`merge_candidates` of every row.
+
+    One sort of all triples puts each row's entries together, best first;
+    each row has at least ``k`` (its state), so the first ``k`` of every
+    row are taken by position.
     """
     best_values, best_indices = state
     n, k = best_values.shape
@@ -158,7 +217,11 @@ def merge_candidates(
     all_indices = xp.concat(
         (xp.reshape(best_indices, (-1,)), xp.astype(indices, best_indices.dtype))
     )
-    order = sort_triples(xp, all_rows, all_values, all_indices)
+    # Among equal values of a row the joined order is already by index: the
+    # state is (by value, then index), and every candidate's key comes after
+    # the state's (keys arrive in ascending order), in ascending order.
+    order = xp.argsort(-all_values, stable=True)
+    order = xp.take(order, xp.argsort(xp.take(all_rows, order), stable=True))
     # Row r starts after the k entries of every earlier row and their candidates.
     earlier = xp.searchsorted(rows, xp.arange(n, dtype=row_dtype))
     starts = xp.arange(n, dtype=row_dtype) * k + xp.astype(earlier, row_dtype)
@@ -201,22 +264,22 @@ def update_eager(
     """Merge one block of raw similarities into the state, reading values (pruning)."""
     k = state[0].shape[1]
     similarity = block.similarity
-    rows_here, width = similarity.shape
+    rows_here = similarity.shape[0]
     candidate = similarity > state[0][:, k - 1 : k]
-    count = int(xp.count_nonzero(candidate))
+    count = count_true(xp, candidate)
     if count == 0:
         return state
     if count > DENSE_FACTOR * k * rows_here:
         dense = None if excluded is None else excluded.dense(xp, block)
         candidate = candidate & (similarity >= _dense_floor(xp, similarity, dense, k))
-    rows, columns = xp.nonzero(candidate)
+    flat, rows, columns = nonzero_2d(xp, candidate)
     dropped = None if excluded is None else excluded.among(xp, block, rows, columns)
     if dropped is not None:
-        kept = xp.nonzero(xp.logical_not(dropped))[0]
+        kept = nonzero_flat(xp, xp.logical_not(dropped))
         if kept.shape[0] == 0:
             return state
-        rows, columns = xp.take(rows, kept), xp.take(columns, kept)
-    values = xp.take(xp.reshape(similarity, (-1,)), rows * width + columns)
+        flat, rows, columns = (xp.take(a, kept) for a in (flat, rows, columns))
+    values = xp.take(xp.reshape(similarity, (-1,)), flat)
     values = clip_straight_through(xp, mode, values, -1.0, 1.0)
     return merge_candidates(xp, state, rows, values, columns + block.column)
 

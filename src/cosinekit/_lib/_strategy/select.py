@@ -12,6 +12,13 @@
     needed (the floor below which no entry of a block can enter a top-k):
     NumPy and CuPy ``partition`` copy the block once, where positions
     (``argpartition``) would write twice its size in 64-bit integers.
+``nonzero_flat`` and ``count_true``
+    The positions (or the number) of the True entries of a mask, the eager
+    searches' value-dependent steps per block. PyTorch's CPU ``nonzero`` (and its
+    ``count_nonzero``) reads a block of two million booleans in tens of
+    milliseconds where NumPy takes a fraction of one, so CPU tensors use
+    NumPy's ``flatnonzero`` on a view of the same memory (a mask has no
+    gradient). On a GPU the library's own.
 ``top_k_lower_index_first``
     A top-k that documents its tie order: JAX's ``lax.top_k`` returns the
     lower index first among equal values, so under ``jax.jit`` one top-k
@@ -108,3 +115,23 @@ def kth_largest(xp: ModuleType, x: Array, k: int) -> Array:
 
         return jax.lax.top_k(x, k)[0][:, k - 1]
     return xp.sort(x, axis=-1, descending=True)[:, k - 1]
+
+
+def nonzero_flat(xp: ModuleType, mask: Array) -> Array:
+    """The positions of the True entries of boolean ``mask``, flattened, ascending."""
+    if is_numpy_namespace(xp):
+        return np.flatnonzero(mask)
+    if is_torch_namespace(xp) and mask.device.type == "cpu":
+        import torch
+
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return xp.nonzero(xp.reshape(mask, (-1,)))[0]
+
+
+def count_true(xp: ModuleType, mask: Array) -> int:
+    """The number of True entries of boolean ``mask`` (read on the host)."""
+    if is_numpy_namespace(xp):
+        return int(np.count_nonzero(mask))
+    if is_torch_namespace(xp) and mask.device.type == "cpu":
+        return int(np.count_nonzero(mask.numpy()))
+    return int(xp.count_nonzero(mask))
