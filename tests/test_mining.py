@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_search import pairs_allowed
 from test_topk import axis_keys
 
@@ -625,3 +627,37 @@ def test_mining_on_an_eager_accelerator(stand_in_gpu: None) -> None:
     reference_indices[1], reference_values[1] = -1, np.nan
     np.testing.assert_array_equal(indices.numpy(), reference_indices)
     np.testing.assert_allclose(values.numpy(), reference_values, rtol=0, atol=1e-14)
+
+
+@pytest.mark.backends("numpy", "torch", "dask", "array_api_strict")
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 14),
+    d=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_property_mining_against_brute_force(
+    xp: ModuleType, n: int, d: int, seed: int, data: st.DataObject
+) -> None:
+    """Axis keys (exact ties at 1, 0, -1), zero rows, several positives, any filters."""
+    rng = np.random.default_rng(seed)
+    x = axis_keys(n, d, rng)
+    chunk_size = data.draw(st.one_of(st.none(), st.integers(1, n + 1)), label="chunk_size")
+    threshold = data.draw(st.sampled_from([-1.0, -0.3, 0.0, 0.5, 1.0]), label="threshold")
+    check_similar_pairs(xp, x, threshold, exact_ties=True, chunk_size=chunk_size)
+    min_size = data.draw(st.integers(1, 4), label="min_size")
+    check_communities(xp, x, threshold, min_size, chunk_size=chunk_size)
+    queries = rng.standard_normal((3, d))
+    positives = rng.integers(-1, n, size=(3, 2))
+    k = data.draw(st.integers(1, n), label="k")
+    low = data.draw(st.integers(0, n), label="lo")
+    filters = {
+        "rank_range": data.draw(st.sampled_from([None, (low, low + 1 + n // 2)]), label="ranks"),
+        "max_similarity": data.draw(st.sampled_from([None, 0.3]), label="max_similarity"),
+        "margin": data.draw(st.sampled_from([None, 0.2]), label="margin"),
+        "relative_margin": data.draw(st.sampled_from([None, 0.5]), label="relative_margin"),
+    }
+    check_negatives(xp, queries, x, positives, k, chunk_size=chunk_size, **filters)

@@ -114,7 +114,9 @@ def cosine_range_search(
         real array (a ``torch.quantile`` result, say), read once. May be
         passed by keyword. Similarities are clipped to ``[-1, 1]`` first,
         so ``threshold <= -1`` keeps every pair whose similarity is a
-        number, and ``threshold > 1`` keeps none.
+        number, and ``threshold > 1`` keeps none. Rows that are identical
+        (bit for bit, after normalization) have similarity exactly 1, so
+        ``threshold=1.0`` finds exact duplicates (see Notes).
     exclude_self : bool, default False
         ``queries`` and ``keys`` index one collection: the pair ``(i, i)``
         is never returned, while exact duplicates at other indices are.
@@ -159,6 +161,16 @@ def cosine_range_search(
 
     Notes
     -----
+    *Duplicates.* A matrix product rounds the similarity of two identical
+    unit vectors to a little below 1 (0.9999999999999998 in float64), so
+    that a threshold of 1 would miss exact duplicates, even a row with
+    itself. Every pair within ``(d + 4) * eps`` of 1 (``eps`` the machine
+    epsilon of the compute dtype), the most that rounding can take from an
+    identical pair, is compared row by row: where the two unit vectors are
+    equal, the similarity is exactly 1. Pairs that are merely close keep
+    their computed value. Memory is the blocks plus at most twice the
+    result.
+
     Eager libraries return the arrays directly, on any device: on a GPU
     (PyTorch, CuPy, JAX) each block's count of pairs is read, the one kind
     of device synchronization the result size needs. Under

@@ -86,17 +86,20 @@ def cosine_topk(
     """The ``k`` keys most similar to each query, by cosine similarity.
 
     Exact (brute-force) search that works through queries and keys in blocks,
-    keeping a running top-k per query. Peak memory is a few blocks of
-    similarities plus the ``n * k`` result, never ``n * m``. Where reading a
-    value is free (NumPy, eager PyTorch on the CPU, array-api-strict) each
-    block costs its matrix product plus one comparison: only similarities
-    above a query's current k-th best are kept (threshold pruning).
-    Elsewhere every block is selected with fixed shapes: on JAX (whose
-    ``lax.top_k`` keeps ties in order), under ``torch.compile`` and
-    ``torch.func``, and on accelerators (PyTorch on a GPU, CuPy), where a
-    read would synchronize with the device. On Dask each key chunk is searched by one task where it
-    lives and the ``(n, k)`` partial results are merged in a tree; nothing is
-    computed until the result is.
+    keeping a running top-k per query. Peak memory is the blocks (within 64
+    MiB by default) plus at most twice the ``n * k`` result, whatever the
+    values, never ``n * m``. Where reading a value is free (NumPy, eager
+    PyTorch on the CPU, array-api-strict) each block costs its matrix
+    product plus one comparison: only similarities above a query's current
+    k-th best are kept (threshold pruning). Elsewhere every block is
+    selected with fixed shapes: on JAX (whose ``lax.top_k`` keeps ties in
+    order), under ``torch.compile`` and ``torch.func``, and on accelerators
+    (PyTorch on a GPU, CuPy), where a read would synchronize with the
+    device. Under ``jax.jit`` the blocks are a compiled loop (the program
+    does not grow with their number), and an eager JAX call runs as one
+    cached ``jax.jit``. On Dask each key chunk is searched by one task where
+    it lives and the ``(n, k)`` partial results are merged in a tree;
+    nothing is computed until the result is.
 
     Parameters
     ----------
@@ -109,8 +112,8 @@ def cosine_topk(
         with ``exclude_self``).
     chunk_size : int, optional
         The most rows of queries and of keys in one block. By default a
-        block holds at most 1,024 queries and about ``2**22`` similarities
-        (16 MiB in float32; 1,000 queries meet 4,194 keys per block). On
+        block holds at most 1,024 queries (fewer for a large ``k``) and 8 MiB
+        of similarities (1,024 queries meet 2,048 keys in float32). On
         Dask the key blocks are the chunks of ``keys`` (each searched by one
         task) and ``chunk_size`` sets the blocks inside a task.
     exclude_self : bool, default False

@@ -12,17 +12,24 @@ order ``(-similarity, key index)``. Two implementations share that state:
   fraction, so the cost is the matrix product plus one pass. Keys arrive
   in ascending index order, so a value equal to ``t`` loses the tie to the
   key already held and ``>`` (not ``>=``) is exact. The few candidates are
-  merged with the state by one sort of ``(row, -value, index)``: the tie
-  rule is enforced there, on a handful of values, never on the block.
-  When a block has many candidates (the first block of each query block),
-  the library's own top-k (``top_k_positions``) finds each row's k-th value
-  of the block first and only values at or above it become candidates.
+  merged into the states of the rows that have any, by two stable sorts
+  (value, then row: the state and the candidates are already in index
+  order among equal values): the tie rule is enforced there, on a handful
+  of values, never on the block. When a block has many candidates (the
+  first block of each query block), the library's own selection
+  (``kth_largest``) finds each row's k-th value of the block first and only
+  values at or above it become candidates.
 * **Fixed shapes** (JAX, under ``jit`` or not; ``torch.compile`` and
   ``torch.func``; eager accelerators, where a read would synchronize): every
   block is selected in full
   (``select_traced``) and merged with the state; JAX's ``lax.top_k`` keeps
   the lower index first among equal values, so there one top-k per block
   and one per merge are exact (see ``_strategy.select``).
+
+Both run as visitors of the one loop over blocks (``_blocks.search_blocks``,
+through ``_topk``); the rules of which keys a query never gets (itself, a
+mining search's positives) are `Excluded` objects, applied to the few
+candidates on the eager path and as a mask on the fixed-shape one.
 
 Values are clipped to ``[-1, 1]`` before they are compared with each other,
 so ``1.0000001`` and ``1.0`` tie (the smaller index wins), as in the
