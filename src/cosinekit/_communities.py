@@ -106,7 +106,7 @@ def _dask_labels(inputs: SearchInputs, threshold: float, min_size: int) -> Array
             execution_mode(chunk_xp, queries, keys),
             queries,
             threshold,
-            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, square=True),
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, pairs=True),
             order="none",
             keys=keys,
             offsets=(query_start, key_start),
@@ -233,7 +233,7 @@ def cosine_communities(
         return xp.full((n,), -1, dtype=inputs.index_dtype, device=inputs.device)
     if inputs.lazy:
         return xp.astype(_dask_labels(inputs, value, min_size), inputs.index_dtype)
-    blocks = inputs.blocks(square=True)
+    blocks = inputs.blocks(pairs=True)
     first, second = triangle_pairs(
         xp, inputs.mode, inputs.queries, value, blocks=blocks, order="none", values=False
     )

@@ -77,7 +77,7 @@ def _dask_similar_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
             execution_mode(chunk_xp, queries, keys),
             queries,
             threshold,
-            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, square=True),
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, pairs=True),
             order="pairs",
             keys=keys,
             offsets=(query_start, key_start),
@@ -129,8 +129,8 @@ def cosine_similar_pairs(
         have similarity exactly 1, so ``threshold=1.0`` finds exact
         duplicates (see Notes).
     chunk_size : int, optional
-        The most rows in one block (by default square blocks of about
-        ``2**21`` similarities in float32). On Dask the blocks are the
+        The most rows in one block (by default 1,024 rows against 4,096 in
+        float32: 16 MiB of similarities). On Dask the blocks are the
         chunks of ``x``, one task per pair of chunks on or above the
         diagonal, and ``chunk_size`` sets the blocks inside a task.
     xp : namespace, optional
@@ -219,7 +219,7 @@ def cosine_similar_pairs(
                     inputs.mode,
                     inputs.queries,
                     value,
-                    blocks=inputs.blocks(square=True),
+                    blocks=inputs.blocks(pairs=True),
                     order="pairs",
                 )
             ),

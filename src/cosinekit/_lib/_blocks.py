@@ -43,13 +43,16 @@ Progress = Callable[[int, int], object]
 State = TypeVar("State")
 
 # Default blocks: one block of similarities holds at most BLOCK_BYTES (1,024
-# queries against 2,048 keys in float32), a block of unit keys at most
-# KEY_BLOCK_BYTES, and the unit queries are kept for the whole search when
-# they fit in UNIT_QUERY_BYTES (else normalized per block). With the
-# temporaries of one block (its candidate mask, a partitioned copy) the
-# blocks stay within 64 MiB whatever n, m and the values (measured by
+# queries against 2,048 keys in float32) in a top-k, PAIR_BLOCK_BYTES (1,024
+# against 4,096) in the searches for pairs, whose blocks need fewer
+# temporaries (a mask, no partitioned copy); a block of unit keys at most
+# KEY_BLOCK_BYTES, and the unit
+# queries are kept for the whole search when they fit in UNIT_QUERY_BYTES
+# (else normalized per block). With the temporaries of one block the blocks
+# stay within 64 MiB whatever n, m and the values (measured by
 # benchmarks/search.py and the memory tests).
 BLOCK_BYTES = 2**23
+PAIR_BLOCK_BYTES = 2**24
 QUERY_ROWS = 1024
 # A top-k keeps (query rows, k) per query block and merges candidates into
 # it by sorting a few times that: fewer query rows for a large k.
@@ -65,22 +68,20 @@ def block_rows(
     itemsize: int,
     chunk_size: int | None,
     *,
-    square: bool = False,
+    pairs: bool = False,
     k: int = 1,
 ) -> tuple[int, int]:
     """``(query rows, key rows)`` per block: ``chunk_size`` for both, or the defaults.
 
-    ``square`` blocks serve a collection searching itself above the
-    diagonal: the blocks cut by the diagonal waste the least there. ``k``
-    is the size of a top-k kept per query.
+    ``pairs``: the blocks of a search for pairs above a threshold (the same
+    for a collection against itself: square blocks, which waste less on
+    the diagonal, multiplied no faster). ``k`` is the size of a top-k kept
+    per query.
     """
     if chunk_size is not None:
         return chunk_size, chunk_size
-    values = BLOCK_BYTES // itemsize
+    values = (PAIR_BLOCK_BYTES if pairs else BLOCK_BYTES) // itemsize
     most_rows = max(1, KEY_BLOCK_BYTES // max(1, d * itemsize))
-    if square:
-        side = max(1, min(math.isqrt(values), most_rows))
-        return max(1, min(n, side)), max(1, min(m, side))
     query_rows = max(1, min(n, QUERY_ROWS, most_rows, max(16, STATE_VALUES // k)))
     key_rows = min(max(1, values // query_rows), most_rows)
     return query_rows, max(1, min(m, key_rows))
@@ -92,13 +93,13 @@ def chunk_blocks(
     keys: Array,
     chunk_size: int | None,
     *,
-    square: bool = False,
+    pairs: bool = False,
     k: int = 1,
 ) -> tuple[int, int]:
     """The block sizes inside one Dask task, for its concrete chunks."""
     itemsize = dtype_bytes(xp, queries.dtype)
     n, m, d = queries.shape[0], keys.shape[0], queries.shape[1]
-    return block_rows(n, m, d, itemsize, chunk_size, square=square, k=k)
+    return block_rows(n, m, d, itemsize, chunk_size, pairs=pairs, k=k)
 
 
 def unit_vectors(xp: ModuleType, mode: Mode, x: Array) -> Array:
@@ -366,11 +367,11 @@ class SearchInputs:
         self.eager = mode.eager
         self.prune = search_prunes(xp, mode)
 
-    def blocks(self, *, square: bool = False, k: int = 1) -> tuple[int, int]:
-        """``(query rows, key rows)`` per block of this search (``k``: a top-k's size)."""
+    def blocks(self, *, pairs: bool = False, k: int = 1) -> tuple[int, int]:
+        """``(query rows, key rows)`` per block of this search (see `block_rows`)."""
         d = int(self.queries.shape[1])
         itemsize = dtype_bytes(self.xp, self.queries.dtype)
-        return block_rows(self.n, self.m, d, itemsize, self.chunk_size, square=square, k=k)
+        return block_rows(self.n, self.m, d, itemsize, self.chunk_size, pairs=pairs, k=k)
 
     def check_progress(self, progress: object) -> Progress | None:
         """``progress`` as a callable, where an eager search can call it between blocks."""

@@ -37,11 +37,11 @@ import numpy as np
 from array_api_compat import device as array_device
 
 from ._blocks import Block, join_parts
-from ._select import nonzero_2d, self_mask
+from ._select import meets_diagonal, nonzero_2d
 from ._strategy.autodiff import clip_straight_through
 from ._strategy.loops import to_host
 from ._strategy.mode import Mode
-from ._strategy.select import nonzero_flat
+from ._strategy.select import mask_view, nonzero_flat
 
 Array = Any
 Parts = list[tuple[Array, ...]]
@@ -99,33 +99,27 @@ class Qualifying:
     def start(self, rows: int) -> Parts:
         return []
 
-    def _excluded(self, block: Block) -> Array | None:
-        xp = self.xp
+    def _dropped(self, block: Block, rows: Array, columns: Array) -> Array | None:
+        """Which candidates (block rows and columns) are below the diagonal or the row itself."""
         height, width = block.similarity.shape
-        masks = []
+        shift = block.row - block.column
+        dropped = None
         if self.triangle and block.column <= block.row + height - 1:
-            # Keep j > i: column index minus row index above row - column.
-            device = array_device(block.similarity)
-            difference = xp.reshape(xp.arange(width, device=device), (1, width)) - xp.reshape(
-                xp.arange(height, device=device), (height, 1)
-            )
-            masks.append(difference <= block.row - block.column)
-        if self.exclude_self:
-            own = self_mask(xp, height, width, block.row, block.column, block.similarity)
-            if own is not None:
-                masks.append(own)
-        if not masks:
-            return None
-        return masks[0] if len(masks) == 1 else masks[0] | masks[1]
+            dropped = columns <= rows + shift  # keep j > i
+        if self.exclude_self and meets_diagonal(height, width, block.row, block.column):
+            own = columns == rows + shift
+            dropped = own if dropped is None else dropped | own
+        return dropped
 
     def visit(self, parts: Parts, block: Block) -> Parts:
         xp = self.xp
         similarity = block.similarity
-        qualifies = similarity >= self.floor
-        excluded = self._excluded(block)
-        if excluded is not None:
-            qualifies = qualifies & xp.logical_not(excluded)
-        flat, rows, columns = nonzero_2d(xp, qualifies)
+        namespace, view = mask_view(xp, similarity)
+        flat, rows, columns = nonzero_2d(xp, namespace, view >= self.floor)
+        dropped = None if flat.shape[0] == 0 else self._dropped(block, rows, columns)
+        if dropped is not None:
+            kept = nonzero_flat(xp, xp.logical_not(dropped))
+            flat, rows, columns = (xp.take(a, kept) for a in (flat, rows, columns))
         if flat.shape[0] == 0:
             return parts
         values = xp.take(xp.reshape(similarity, (-1,)), flat)

@@ -55,7 +55,9 @@ from ._strategy.mode import Mode
 from ._strategy.namespaces import index_dtype
 from ._strategy.select import (
     count_true,
+    from_view,
     kth_largest,
+    mask_view,
     nonzero_flat,
     top_k_lower_index_first,
     top_k_positions,
@@ -75,15 +77,17 @@ DENSE_FACTOR = 4
 NAN_RANK = -2.0
 
 
-def nonzero_2d(xp: ModuleType, mask: Array) -> tuple[Array, Array, Array]:
+def nonzero_2d(xp: ModuleType, namespace: ModuleType, mask: Array) -> tuple[Array, Array, Array]:
     """``(flat positions, rows, columns)`` of the True entries of 2-D ``mask``, row by row.
 
-    One ``nonzero`` of the flattened mask: NumPy finds the positions of a
-    mostly-False 2-D mask about ten times faster flat than as two
-    coordinate arrays, and the few rows and columns follow by division.
+    ``mask`` lives in ``namespace`` (a `mask_view`); the positions come back
+    as arrays of ``xp``. One ``nonzero`` of the flattened mask: NumPy finds
+    the positions of a mostly-False 2-D mask about ten times faster flat
+    than as two coordinate arrays, and the few rows and columns follow by
+    division.
     """
     width = mask.shape[1]
-    flat = nonzero_flat(xp, mask)
+    flat = from_view(xp, nonzero_flat(namespace, mask))
     rows = flat // width
     return flat, rows, flat - rows * width
 
@@ -115,12 +119,12 @@ class SelfExcluded:
 
     def among(self, xp: ModuleType, block: Block, rows: Array, columns: Array) -> Array | None:
         height, width = block.similarity.shape
-        if not _meets_diagonal(height, width, block.row, block.column):
+        if not meets_diagonal(height, width, block.row, block.column):
             return None
         return rows + (block.row - block.column) == columns
 
 
-def _meets_diagonal(rows: int, columns: int, row_start: Any, column_start: Any) -> bool:
+def meets_diagonal(rows: int, columns: int, row_start: Any, column_start: Any) -> bool:
     """Whether some query ``row_start + i`` meets key ``row_start + i`` (True if traced)."""
     if not (isinstance(row_start, int) and isinstance(column_start, int)):
         return True
@@ -136,7 +140,7 @@ def self_mask(
     mask is built from ``arange``, so it is lazy- and trace-safe (the starts
     may be traced integers inside a compiled loop).
     """
-    if not _meets_diagonal(rows, columns, row_start, column_start):
+    if not meets_diagonal(rows, columns, row_start, column_start):
         return None
     device = array_device(like)
     row_index = xp.reshape(xp.arange(rows, device=device) + (row_start - column_start), (rows, 1))
@@ -272,14 +276,17 @@ def update_eager(
     k = state[0].shape[1]
     similarity = block.similarity
     rows_here = similarity.shape[0]
-    candidate = similarity > state[0][:, k - 1 : k]
-    count = count_true(xp, candidate)
+    # The masks in the namespace that computes them fastest (see mask_view).
+    namespace, view = mask_view(xp, similarity)
+    candidate = view > mask_view(xp, state[0][:, k - 1 : k])[1]
+    count = count_true(namespace, candidate)
     if count == 0:
         return state
     if count > DENSE_FACTOR * k * rows_here:
         dense = None if excluded is None else excluded.dense(xp, block)
-        candidate = candidate & (similarity >= _dense_floor(xp, similarity, dense, k))
-    flat, rows, columns = nonzero_2d(xp, candidate)
+        dense = None if dense is None else mask_view(xp, dense)[1]
+        candidate = candidate & (view >= _dense_floor(namespace, view, dense, k))
+    flat, rows, columns = nonzero_2d(xp, namespace, candidate)
     dropped = None if excluded is None else excluded.among(xp, block, rows, columns)
     if dropped is not None:
         kept = nonzero_flat(xp, xp.logical_not(dropped))

@@ -12,13 +12,17 @@
     needed (the floor below which no entry of a block can enter a top-k):
     NumPy and CuPy ``partition`` copy the block once, where positions
     (``argpartition``) would write twice its size in 64-bit integers.
-``nonzero_flat`` and ``count_true``
-    The positions (or the number) of the True entries of a mask, the eager
-    searches' value-dependent steps per block. PyTorch's CPU ``nonzero`` (and its
-    ``count_nonzero``) reads a block of two million booleans in tens of
-    milliseconds where NumPy takes a fraction of one, so CPU tensors use
-    NumPy's ``flatnonzero`` on a view of the same memory (a mask has no
-    gradient). On a GPU the library's own.
+``mask_view``, ``nonzero_flat``, ``count_true`` and ``from_view``
+    An eager search compares each block with a threshold and finds the
+    positions that pass: the one value-dependent step per block. On PyTorch
+    CPU tensors those whole-block operations (a compare, ``nonzero``,
+    ``count_nonzero``) took about as long as the block's matrix product
+    (``benchmarks/topics/mining.py``: a third of ``cosine_communities``),
+    where NumPy takes a fraction of it: there the masks are computed by
+    NumPy on a view of the same memory (``mask_view``; a mask carries no
+    gradient, and the values are then taken from the tensor itself), and
+    only the positions come back as a tensor (``from_view``). Elsewhere the
+    library's own operations.
 ``top_k_lower_index_first``
     A top-k that documents its tie order: JAX's ``lax.top_k`` returns the
     lower index first among equal values, so under ``jax.jit`` one top-k
@@ -117,21 +121,32 @@ def kth_largest(xp: ModuleType, x: Array, k: int) -> Array:
     return xp.sort(x, axis=-1, descending=True)[:, k - 1]
 
 
+def mask_view(xp: ModuleType, x: Array) -> tuple[ModuleType, Array]:
+    """The namespace in which to compute masks of ``x``, and ``x`` in it (no copy)."""
+    if is_torch_namespace(xp) and x.device.type == "cpu":
+        import array_api_compat.numpy
+
+        namespace: ModuleType = array_api_compat.numpy
+        return namespace, x.detach().numpy()
+    return xp, x
+
+
+def from_view(xp: ModuleType, positions: Array) -> Array:
+    """Positions found in a `mask_view` namespace, as an array of ``xp``."""
+    if is_torch_namespace(xp) and isinstance(positions, np.ndarray):
+        import torch
+
+        return torch.from_numpy(positions)
+    return positions
+
+
 def nonzero_flat(xp: ModuleType, mask: Array) -> Array:
     """The positions of the True entries of boolean ``mask``, flattened, ascending."""
     if is_numpy_namespace(xp):
         return np.flatnonzero(mask)
-    if is_torch_namespace(xp) and mask.device.type == "cpu":
-        import torch
-
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
     return xp.nonzero(xp.reshape(mask, (-1,)))[0]
 
 
 def count_true(xp: ModuleType, mask: Array) -> int:
     """The number of True entries of boolean ``mask`` (read on the host)."""
-    if is_numpy_namespace(xp):
-        return int(np.count_nonzero(mask))
-    if is_torch_namespace(xp) and mask.device.type == "cpu":
-        return int(np.count_nonzero(mask.numpy()))
     return int(xp.count_nonzero(mask))
