@@ -96,8 +96,30 @@ def _run_tests(session: nox.Session, backends: list[str], device: str = "cpu") -
         # dependencies, so that pip can never replace the torch above; tqdm
         # is the one it imports that the test dependencies lack.
         session.install("--no-deps", "pytorch-metric-learning", "tqdm")
+    if "torch" in backends:
+        _install_sentence_transformers(session)
     env = {"COSINEKIT_BACKENDS": ",".join(backends), "COSINEKIT_DEVICE": device}
     session.run("pytest", *session.posargs, env=env)
+
+
+def _install_sentence_transformers(session: nox.Session) -> None:
+    """sentence-transformers, the reference of the mining functions, with torch held.
+
+    Its dependencies ask for a torch of their own; constraints pin torch
+    and NumPy at the versions installed above, so that pip can never
+    replace them (tests/test_mining_peers.py uses it).
+    """
+    versions = session.run(
+        "python",
+        "-c",
+        "import numpy, torch; print(torch.__version__, numpy.__version__)",
+        silent=True,
+    )
+    torch_version, numpy_version = str(versions).split()
+    constraints = os.path.join(session.create_tmp(), "constraints.txt")
+    with open(constraints, "w", encoding="utf-8") as file:
+        file.write(f"torch=={torch_version}\nnumpy=={numpy_version}\n")
+    session.install("-c", constraints, "sentence-transformers")
 
 
 @nox.session(python=PYTHONS)

@@ -56,6 +56,7 @@ API_GROUPS: dict[str, list[str]] = {
         "cosine_topk",
         "cosine_range_search",
     ],
+    "Mining": ["cosine_similar_pairs", "cosine_communities", "mine_hard_negatives"],
 }
 
 

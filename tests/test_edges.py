@@ -38,11 +38,20 @@ ARRAY_CALLS = {
     "pairwise_cosine_distance": ck.pairwise_cosine_distance,
     "cosine_topk": lambda a, b: ck.cosine_topk(a, b, 1),
     "cosine_range_search": lambda a, b: ck.cosine_range_search(a, b, 0.5),
+    "cosine_similar_pairs": lambda a, b: ck.cosine_similar_pairs(a, 0.5),
+    "cosine_communities": lambda a, b: ck.cosine_communities(a, 0.5),
+    "mine_hard_negatives": lambda a, b: ck.mine_hard_negatives(
+        a, b, np.zeros(SHAPE[0], dtype=np.int64), k=1
+    ),
     "info_nce_loss": ck.info_nce_loss,
     "ntxent_loss": lambda a, b: ck.ntxent_loss(a, np.arange(SHAPE[0]) + 0 * b[:, 0]),
     "cosent_loss": lambda a, b: ck.cosent_loss(a, b, np.arange(SHAPE[0])),
     "cosine_triplet_loss": lambda a, b: ck.cosine_triplet_loss(a, b, b),
 }
+
+
+# The functions of one array argument (the second argument above is unused).
+ONE_ARRAY = {"l2_normalize", "cosine_similar_pairs", "cosine_communities"}
 
 
 def test_every_numpy_function_is_checked_for_masked_arrays() -> None:
@@ -56,7 +65,7 @@ def test_masked_array_is_type_error(name: str) -> None:
     call = ARRAY_CALLS[name]
     with pytest.raises(TypeError, match=_both("masked array", "mask")):
         call(masked, plain)
-    if name != "l2_normalize":
+    if name not in ONE_ARRAY:
         with pytest.raises(TypeError, match=_both("masked array", "mask")):
             call(plain, masked)
     # A masked array without any masked value is still refused: its type says

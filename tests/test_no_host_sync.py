@@ -58,6 +58,9 @@ CALLS: dict[str, Callable[[Callable[..., Any]], Any]] = {
     "pairwise_cosine_similarity": lambda make: ck.pairwise_cosine_similarity(make(4, 5)),
     "pairwise_cosine_distance": lambda make: ck.pairwise_cosine_distance(make(4, 5), make(3, 5)),
     "cosine_topk": lambda make: ck.cosine_topk(make(4, 5), make(6, 5), 2),
+    "mine_hard_negatives": lambda make: ck.mine_hard_negatives(
+        make(4, 5), make(6, 5), _integers(make, 4), k=2, rank_range=(1, 4), margin=0.1
+    ),
     "info_nce_loss": lambda make: ck.info_nce_loss(
         make(4, 5), make(6, 5), temperature=make(), labels=_integers(make, 4) * 5 % 6
     ),

@@ -19,6 +19,7 @@ TOPIC_MODULES = (
     "pairwise",
     "topk",
     "search",
+    "mining",
     "contrastive",
     "training_memory",
 )

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from types import ModuleType
 from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._blocks import (
-    Progress,
-    SearchInputs,
-    block_starts,
-    chunk_blocks,
-    row_block,
-    unit_vectors,
-)
-from ._lib._select import self_mask, sort_triples
-from ._lib._strategy.autodiff import clip_straight_through
+from ._lib._blocks import Progress, SearchInputs, chunk_blocks, join_parts, search_blocks
+from ._lib._qualify import Qualifying, ordered_pairs
 from ._lib._strategy.dask import dask_search_pairs
+from ._lib._strategy.loops import from_host, host_namespace, to_host
 from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
 from ._lib._strategy.namespaces import index_dtype
 
@@ -28,16 +20,7 @@ Pairs = tuple[Array, Array, Array]
 __all__ = ["cosine_range_search"]
 
 
-def _floor(threshold: float) -> float:
-    """The raw similarity from which a pair qualifies once clipped to ``[-1, 1]``.
-
-    For ``-1 < t <= 1``, ``clip(s) >= t`` exactly when ``s >= t``; at
-    ``t <= -1`` every number qualifies (NaN never does).
-    """
-    return -math.inf if threshold <= -1.0 else threshold
-
-
-def eager_pairs(
+def range_pairs(
     xp: ModuleType,
     mode: Mode,
     queries: Array,
@@ -46,70 +29,27 @@ def eager_pairs(
     *,
     blocks: tuple[int, int],
     exclude_self: bool,
-    query_start: int = 0,
-    key_start: int = 0,
+    device: Any,
+    offsets: tuple[int, int] = (0, 0),
     progress: Progress | None = None,
 ) -> Pairs:
-    """The qualifying pairs of these rows, ordered.
-
-    ``query_start`` and ``key_start`` place the rows in a larger search (a
-    Dask chunk). Keys are the outer loop, so each key block is normalized once.
-    """
-    n, m = queries.shape[0], keys.shape[0]
-    query_rows, key_rows = blocks
-    indices = index_dtype(xp)
-    query_blocks = list(block_starts(n, query_rows))
-    unit_queries = [
-        unit_vectors(xp, mode, row_block(queries, row, query_rows)) for row in query_blocks
-    ]
-    found: list[list[Pairs]] = [[] for _ in query_blocks]
-    floor = _floor(threshold)
-    for start in block_starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
-        width = unit_keys.shape[1]
-        for i, row in enumerate(query_blocks):
-            similarity = xp.matmul(unit_queries[i], unit_keys)
-            qualifies = similarity >= floor
-            if exclude_self:
-                excluded = self_mask(
-                    xp,
-                    similarity.shape[0],
-                    width,
-                    query_start + row,
-                    key_start + start,
-                    similarity,
-                )
-                if excluded is not None:
-                    qualifies = qualifies & xp.logical_not(excluded)
-            rows, columns = xp.nonzero(qualifies)
-            if rows.shape[0] == 0:
-                continue
-            values = xp.take(xp.reshape(similarity, (-1,)), rows * width + columns)
-            found[i].append(
-                (
-                    xp.astype(rows + (query_start + row), indices),
-                    xp.astype(columns + (key_start + start), indices),
-                    clip_straight_through(xp, mode, values, -1.0, 1.0),
-                )
-            )
-        if progress is not None:
-            progress(min(start + key_rows, m), m)
-    device = array_device(queries)
-    empty = (
-        xp.empty((0,), dtype=indices, device=device),
-        xp.empty((0,), dtype=indices, device=device),
-        xp.empty((0,), dtype=queries.dtype, device=device),
+    """The qualifying pairs of these rows, ordered by query, -similarity, key."""
+    visitor = Qualifying(
+        xp,
+        mode,
+        threshold,
+        features=int(queries.shape[1]),
+        dtype=queries.dtype,
+        index_dtype=index_dtype(xp),
+        device=device,
+        order="rows",
+        group=blocks[0] * blocks[1],
+        exclude_self=exclude_self,
     )
-    return order_pairs(xp, [pairs for block in found for pairs in block], empty)
-
-
-def order_pairs(xp: ModuleType, parts: list[Pairs], empty: Pairs) -> Pairs:
-    """Concatenate pairs and order them by query, descending similarity, key."""
-    if not parts:
-        return empty
-    rows, columns, values = (xp.concat([part[j] for part in parts]) for j in range(3))
-    order = sort_triples(xp, rows, values, columns)
-    return xp.take(rows, order), xp.take(columns, order), xp.take(values, order)
+    query_indices, key_indices, values = search_blocks(
+        xp, mode, queries, keys, visitor, blocks=blocks, offsets=offsets, progress=progress
+    )
+    return query_indices, key_indices, values
 
 
 def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
@@ -118,22 +58,29 @@ def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
     def search(
         chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
     ) -> Pairs:
-        return eager_pairs(
+        return range_pairs(
             chunk_xp,
             execution_mode(chunk_xp, queries, keys),
             queries,
             keys,
             threshold,
-            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size),
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, pairs=True),
             exclude_self=exclude_self,
-            query_start=query_start,
-            key_start=key_start,
+            device=array_device(queries),
+            offsets=(query_start, key_start),
         )
 
     def combine(chunk_xp: ModuleType, parts: list[Pairs]) -> Pairs:
-        return order_pairs(chunk_xp, parts, parts[0])
+        query_indices, key_indices, values = ordered_pairs(
+            chunk_xp, list(join_parts(chunk_xp, list(parts))), "rows"
+        )
+        return query_indices, key_indices, values
 
-    return dask_search_pairs(inputs.queries, inputs.keys, search, combine, inputs.index_dtype)
+    dtypes = (inputs.index_dtype, inputs.index_dtype, inputs.queries.dtype)
+    query_indices, key_indices, values = dask_search_pairs(
+        inputs.queries, inputs.keys, search, combine, dtypes
+    )
+    return query_indices, key_indices, values
 
 
 @eager_under_compile
@@ -167,7 +114,9 @@ def cosine_range_search(
         real array (a ``torch.quantile`` result, say), read once. May be
         passed by keyword. Similarities are clipped to ``[-1, 1]`` first,
         so ``threshold <= -1`` keeps every pair whose similarity is a
-        number, and ``threshold > 1`` keeps none.
+        number, and ``threshold > 1`` keeps none. Rows that are identical
+        (bit for bit, after normalization) have similarity exactly 1, so
+        ``threshold=1.0`` finds exact duplicates (see Notes).
     exclude_self : bool, default False
         ``queries`` and ``keys`` index one collection: the pair ``(i, i)``
         is never returned, while exact duplicates at other indices are.
@@ -212,6 +161,16 @@ def cosine_range_search(
 
     Notes
     -----
+    *Duplicates.* A matrix product rounds the similarity of two identical
+    unit vectors to a little below 1 (0.9999999999999998 in float64), so
+    that a threshold of 1 would miss exact duplicates, even a row with
+    itself. Every pair within ``(d + 4) * eps`` of 1 (``eps`` the machine
+    epsilon of the compute dtype), the most that rounding can take from an
+    identical pair, is compared row by row: where the two unit vectors are
+    equal, the similarity is exactly 1. Pairs that are merely close keep
+    their computed value. Memory is the blocks plus at most twice the
+    result.
+
     Eager libraries return the arrays directly, on any device: on a GPU
     (PyTorch, CuPy, JAX) each block's count of pairs is read, the one kind
     of device synchronization the result size needs. Under
@@ -238,6 +197,22 @@ def cosine_range_search(
     value = inputs.threshold(threshold)
     inputs.require_value_dependent_shapes("cosine_range_search")
     report = inputs.check_progress(progress)
+    host = host_namespace(xp, inputs.mode)
+    if host is not None:
+        found = cosine_range_search(
+            to_host(xp, inputs.queries),
+            to_host(xp, inputs.keys),
+            value,
+            exclude_self=inputs.exclude_self,
+            chunk_size=chunk_size,
+            progress=report,
+        )
+        dtypes = (inputs.index_dtype, inputs.index_dtype, inputs.result_dtype)
+        query_indices, key_indices, values = (
+            xp.astype(from_host(xp, a, inputs.device), dtype)
+            for a, dtype in zip(found, dtypes, strict=True)
+        )
+        return query_indices, key_indices, values
     if inputs.lazy:
         query_indices, key_indices, values = _dask_pairs(inputs, value)
     elif inputs.n == 0 or inputs.m == 0 or value > 1.0:
@@ -245,14 +220,15 @@ def cosine_range_search(
         key_indices = xp.empty((0,), dtype=inputs.index_dtype, device=inputs.device)
         values = xp.empty((0,), dtype=inputs.queries.dtype, device=inputs.device)
     else:
-        query_indices, key_indices, values = eager_pairs(
+        query_indices, key_indices, values = range_pairs(
             xp,
             inputs.mode,
             inputs.queries,
             inputs.keys,
             value,
-            blocks=inputs.blocks(),
+            blocks=inputs.blocks(pairs=True),
             exclude_self=inputs.exclude_self,
+            device=inputs.device,
             progress=report,
         )
     return query_indices, key_indices, xp.astype(values, inputs.result_dtype, copy=False)

@@ -2,123 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from types import ModuleType
 from typing import Any
 
-from ._lib._blocks import (
-    UNIT_QUERY_BYTES,
-    Progress,
-    SearchInputs,
-    block_starts,
-    chunk_blocks,
-    dtype_bytes,
-    row_block,
-    unit_vectors,
-)
-from ._lib._select import (
-    NAN_RANK,
-    best_of_rows,
-    empty_state,
-    fill_empty,
-    select_traced,
-    self_mask,
-    update_eager,
-)
+from ._lib._blocks import Progress, SearchInputs, chunk_blocks
+from ._lib._select import best_of_rows, fill_empty
 from ._lib._strategy.dask import dask_search_chunks
-from ._lib._strategy.mode import Mode, compiling, eager_under_compile, execution_mode
+from ._lib._strategy.loops import compiled_on_jax, from_host, host_namespace, to_host
+from ._lib._strategy.mode import compiling, eager_under_compile, execution_mode
 from ._lib._strategy.namespaces import index_dtype
+from ._lib._topk import topk_blocks
 from ._lib._validation import integer
 
 Array = Any
 
 __all__ = ["cosine_topk"]
 
-
-def eager_topk(
-    xp: ModuleType,
-    mode: Mode,
-    queries: Array,
-    keys: Array,
-    k: int,
-    *,
-    blocks: tuple[int, int],
-    exclude_self: bool,
-    query_start: int = 0,
-    key_start: int = 0,
-    sentinel: int,
-    progress: Progress | None = None,
-) -> tuple[Array, Array]:
-    """Threshold-pruned top-k where reads are free (see ``_lib._select``).
-
-    Keys are the outer loop, so that each key block is normalized once;
-    ``query_start`` and ``key_start`` place these rows in a larger search
-    (a Dask chunk), ``sentinel`` is an index past every key.
-    """
-    n, m = queries.shape[0], keys.shape[0]
-    query_rows, key_rows = blocks
-    whole = n * queries.shape[1] * dtype_bytes(xp, queries.dtype) <= UNIT_QUERY_BYTES
-    unit_queries = unit_vectors(xp, mode, queries) if whole else None
-    query_blocks = list(block_starts(n, query_rows))
-    states = [
-        empty_state(xp, min(query_rows, n - start), k, sentinel, queries) for start in query_blocks
-    ]
-    for start in block_starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
-        for i, row in enumerate(query_blocks):
-            block = (
-                row_block(unit_queries, row, query_rows)
-                if unit_queries is not None
-                else unit_vectors(xp, mode, row_block(queries, row, query_rows))
-            )
-            excluded = None
-            if exclude_self:
-                excluded = self_mask(
-                    xp,
-                    block.shape[0],
-                    unit_keys.shape[1],
-                    query_start + row,
-                    key_start + start,
-                    block,
-                )
-            similarity = xp.matmul(block, unit_keys)
-            states[i] = update_eager(xp, mode, states[i], similarity, key_start + start, excluded)
-        if progress is not None:
-            progress(min(start + key_rows, m), m)
-    values = xp.concat([state[0] for state in states], axis=0)
-    indices = xp.concat([state[1] for state in states], axis=0)
-    return values, indices
-
-
-def _traced_topk(inputs: SearchInputs, k: int, progress: Progress | None) -> tuple[Array, Array]:
-    """Fixed-shape top-k: traced code (JAX, torch.compile, strict flags), or eager JAX."""
-    xp, mode, queries, keys = inputs.xp, inputs.mode, inputs.queries, inputs.keys
-    query_rows, key_rows = inputs.blocks()
-    query_blocks = list(block_starts(inputs.n, query_rows))
-    unit_queries = [
-        unit_vectors(xp, mode, row_block(queries, row, query_rows)) for row in query_blocks
-    ]
-    states: list[tuple[Array, Array] | None] = [None] * len(query_blocks)
-    for start in block_starts(inputs.m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
-        width = unit_keys.shape[1]
-        columns = xp.arange(start, start + width, dtype=inputs.index_dtype, device=inputs.device)
-        for i, row in enumerate(query_blocks):
-            block = unit_queries[i]
-            excluded = (
-                self_mask(xp, block.shape[0], width, row, start, block)
-                if inputs.exclude_self
-                else None
-            )
-            states[i] = select_traced(
-                xp, mode, states[i], xp.matmul(block, unit_keys), columns, excluded, k
-            )
-        if progress is not None:
-            progress(min(start + key_rows, inputs.m), inputs.m)
-    values = xp.concat([state[0] for state in states if state is not None], axis=0)
-    indices = xp.concat([state[1] for state in states if state is not None], axis=0)
-    values = xp.where(values == NAN_RANK, xp.full_like(values, math.nan), values)
-    return values, indices
+_STATIC = ("k", "chunk_size", "exclude_self")
 
 
 def _dask_topk(inputs: SearchInputs, k: int) -> tuple[Array, Array]:
@@ -140,16 +40,16 @@ def _dask_topk(inputs: SearchInputs, k: int) -> tuple[Array, Array]:
     def search(
         chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
     ) -> Array:
-        state = eager_topk(
+        state = topk_blocks(
             chunk_xp,
             execution_mode(chunk_xp, queries, keys),
             queries,
             keys,
             k,
-            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size),
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, k=k),
             exclude_self=exclude_self,
-            query_start=query_start,
-            key_start=key_start,
+            fill=False,
+            offsets=(query_start, key_start),
             sentinel=m,
         )
         return pack(chunk_xp, state)
@@ -186,17 +86,20 @@ def cosine_topk(
     """The ``k`` keys most similar to each query, by cosine similarity.
 
     Exact (brute-force) search that works through queries and keys in blocks,
-    keeping a running top-k per query. Peak memory is a few blocks of
-    similarities plus the ``n * k`` result, never ``n * m``. Where reading a
-    value is free (NumPy, eager PyTorch on the CPU, array-api-strict) each
-    block costs its matrix product plus one comparison: only similarities
-    above a query's current k-th best are kept (threshold pruning).
-    Elsewhere every block is selected with fixed shapes: on JAX (whose
-    ``lax.top_k`` keeps ties in order), under ``torch.compile`` and
-    ``torch.func``, and on accelerators (PyTorch on a GPU, CuPy), where a
-    read would synchronize with the device. On Dask each key chunk is searched by one task where it
-    lives and the ``(n, k)`` partial results are merged in a tree; nothing is
-    computed until the result is.
+    keeping a running top-k per query. Peak memory is the blocks (within 64
+    MiB by default) plus at most twice the ``n * k`` result, whatever the
+    values, never ``n * m``. Where reading a value is free (NumPy, eager
+    PyTorch on the CPU, array-api-strict) each block costs its matrix
+    product plus one comparison: only similarities above a query's current
+    k-th best are kept (threshold pruning). Elsewhere every block is
+    selected with fixed shapes: on JAX (whose ``lax.top_k`` keeps ties in
+    order), under ``torch.compile`` and ``torch.func``, and on accelerators
+    (PyTorch on a GPU, CuPy), where a read would synchronize with the
+    device. Under ``jax.jit`` the blocks are a compiled loop (the program
+    does not grow with their number), and an eager JAX call runs as one
+    cached ``jax.jit``. On Dask each key chunk is searched by one task where
+    it lives and the ``(n, k)`` partial results are merged in a tree;
+    nothing is computed until the result is.
 
     Parameters
     ----------
@@ -209,8 +112,8 @@ def cosine_topk(
         with ``exclude_self``).
     chunk_size : int, optional
         The most rows of queries and of keys in one block. By default a
-        block holds at most 1,024 queries and about ``2**22`` similarities
-        (16 MiB in float32; 1,000 queries meet 4,194 keys per block). On
+        block holds at most 1,024 queries (fewer for a large ``k``) and 8 MiB
+        of similarities (1,024 queries meet 2,048 keys in float32). On
         Dask the key blocks are the chunks of ``keys`` (each searched by one
         task) and ``chunk_size`` sets the blocks inside a task.
     exclude_self : bool, default False
@@ -314,6 +217,24 @@ def cosine_topk(
         msg = f"k must be between 1 and {what} {limit}, got {k}"
         raise ValueError(msg)
     report = inputs.check_progress(progress)
+    if report is not None and host_namespace(xp, inputs.mode) is not None:
+        # Progress needs Python between the blocks: not one compiled call.
+        values, indices = cosine_topk(
+            to_host(xp, inputs.queries),
+            to_host(xp, inputs.keys),
+            k,
+            chunk_size=chunk_size,
+            exclude_self=inputs.exclude_self,
+            progress=report,
+        )
+        values = xp.astype(from_host(xp, values, inputs.device), inputs.result_dtype)
+        return values, xp.astype(from_host(xp, indices, inputs.device), inputs.index_dtype)
+    compiled = None if report else compiled_on_jax(xp, inputs.mode, cosine_topk, _STATIC)
+    if compiled is not None:
+        found: tuple[Array, Array] = compiled(
+            queries, keys, k, chunk_size=chunk_size, exclude_self=inputs.exclude_self
+        )
+        return found
     if inputs.n == 0:
         return (
             xp.empty((0, k), dtype=inputs.result_dtype, device=inputs.device),
@@ -321,19 +242,16 @@ def cosine_topk(
         )
     if inputs.lazy:
         values, indices = _dask_topk(inputs, k)
-    elif inputs.prune:
-        state = eager_topk(
+    else:
+        values, indices = topk_blocks(
             xp,
             inputs.mode,
             inputs.queries,
             inputs.keys,
             k,
-            blocks=inputs.blocks(),
+            blocks=inputs.blocks(k=k),
             exclude_self=inputs.exclude_self,
             sentinel=inputs.m,
             progress=report,
         )
-        values, indices = fill_empty(xp, state, inputs.m, 0, inputs.exclude_self)
-    else:
-        values, indices = _traced_topk(inputs, k, report)
     return xp.astype(values, inputs.result_dtype, copy=False), indices

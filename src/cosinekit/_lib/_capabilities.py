@@ -90,6 +90,18 @@ CAPABILITIES: dict[str, Capabilities] = {
         shape=Shape.VALUES,
         dask=Dask.LAZY_UNKNOWN_LENGTH,
     ),
+    "cosine_similar_pairs": Capabilities(
+        arrays=("x",),
+        differentiable=("x",),
+        shape=Shape.VALUES,
+        dask=Dask.LAZY_UNKNOWN_LENGTH,
+    ),
+    "cosine_communities": Capabilities(
+        arrays=("x",), differentiable=(), shape=Shape.VALUES, dask=Dask.COMPUTED
+    ),
+    "mine_hard_negatives": Capabilities(
+        arrays=("queries", "keys", "positives"), differentiable=("queries", "keys")
+    ),
     "info_nce_loss": Capabilities(
         arrays=("queries", "keys", "labels", "temperature", "positive_offset"),
         differentiable=("queries", "keys", "temperature"),

@@ -40,23 +40,38 @@ def dask_search_chunks(
     merge: Callable[[ModuleType, Array], Array],
     finish: Callable[[ModuleType, Array, int], Array],
     width: int,
+    *,
+    extras: tuple[Array, ...] = (),
+    finished_width: int | None = None,
 ) -> Array:
     """Search every key chunk where it lives, then merge the results in a tree.
 
     ``kernel`` returns a ``(rows, width)`` float64 block; ``merge(chunk_xp,
     block)`` turns ``(rows, 2 * width)`` (two neighbours side by side) into
     ``(rows, width)``; ``finish(chunk_xp, block, query_start)`` runs once on
-    the merged result. Never more than two partial results meet in one
-    task, so no task holds ``n x m`` values.
+    the merged result and returns ``(rows, finished_width)`` (``width`` by
+    default). ``extras`` are per-query arrays (1-D or 2-D, rows along axis
+    0), passed to ``kernel`` after the starts, cut like the query chunks.
+    Never more than two partial results meet in one task, so no task holds
+    ``n x m`` values.
     """
     import dask.array as da
 
     queries = queries.rechunk({1: -1})
     keys = keys.rechunk({1: -1})
+    rows = queries.chunks[0]
+    extra_args: list[Any] = []
+    for extra in extras:
+        extra_args += [
+            extra.rechunk({0: rows, **({1: -1} if extra.ndim == 2 else {})}),
+            "qe" if extra.ndim == 2 else "q",
+        ]
 
-    def search_block(query: Array, key: Array, query_start: Array, key_start: Array) -> Array:
+    def search_block(
+        query: Array, key: Array, query_start: Array, key_start: Array, *more: Array
+    ) -> Array:
         chunk_xp = array_namespace(query, key)
-        return kernel(chunk_xp, query, key, int(query_start[0]), int(key_start[0]))
+        return kernel(chunk_xp, query, key, int(query_start[0]), int(key_start[0]), *more)
 
     partial = da.blockwise(
         search_block,
@@ -65,10 +80,11 @@ def dask_search_chunks(
         "qd",
         keys,
         "jd",
-        _starts(queries.chunks[0]),
+        _starts(rows),
         "q",
         _starts(keys.chunks[0]),
         "j",
+        *extra_args,
         dtype=np.float64,
         adjust_chunks={"j": lambda _: width},
         concatenate=True,
@@ -86,57 +102,78 @@ def dask_search_chunks(
     def finish_block(block: Array, query_start: Array) -> Array:
         return finish(array_namespace(block), block, int(query_start[0]))
 
+    final = width if finished_width is None else finished_width
     return da.blockwise(
         finish_block,
         "qj",
         partial,
         "qj",
-        _starts(queries.chunks[0]),
+        _starts(rows),
         "q",
         dtype=np.float64,
+        adjust_chunks={"j": lambda _: final},
         align_arrays=False,
     )
 
 
 def dask_search_pairs(
     queries: Array,
-    keys: Array,
+    keys: Array | None,
     kernel: ChunkKernel,
-    combine: Callable[[ModuleType, list[tuple[Array, Array, Array]]], tuple[Array, Array, Array]],
-    index_dtype: Any,
-) -> tuple[Array, Array, Array]:
+    combine: Callable[[ModuleType, list[tuple[Array, ...]]], tuple[Array, ...]],
+    dtypes: tuple[Any, ...],
+    *,
+    finish: Callable[[ModuleType, list[tuple[Array, ...]]], tuple[Array, ...]] | None = None,
+) -> tuple[Array, ...]:
     """Lazy 1-D results of unknown length: one task per (query chunk, key chunk).
 
-    ``kernel`` returns ``(query_indices, key_indices, values)`` of its pair
-    of chunks; ``combine(chunk_xp, parts)`` orders the parts of one query
-    chunk. The query chunks' results are concatenated in order.
+    ``kernel`` returns the arrays (``dtypes``) of its pair of chunks;
+    ``combine(chunk_xp, parts)`` joins the parts of one query chunk, in key
+    order. ``keys=None`` searches ``queries`` against itself above the
+    diagonal: only the pairs of chunks that hold a pair ``i < j`` get a
+    task. The query chunks' results are concatenated in order, or, with
+    ``finish``, joined by one last task (a global order).
     """
     import dask
     import dask.array as da
 
     queries = queries.rechunk({1: -1})
-    keys = keys.rechunk({1: -1})
+    triangle = keys is None
+    keys = queries if keys is None else keys.rechunk({1: -1})
     query_starts = np.cumsum((0, *queries.chunks[0][:-1]))
     key_starts = np.cumsum((0, *keys.chunks[0][:-1]))
     key_chunks = keys.to_delayed()[:, 0]
+    key_ends = np.cumsum(keys.chunks[0])
 
     def search(query: Array, key: Array, query_start: int, key_start: int) -> Any:
         return kernel(array_namespace(query, key), query, key, query_start, key_start)
 
-    def ordered(parts: list[tuple[Array, Array, Array]]) -> tuple[Array, Array, Array]:
-        return combine(array_namespace(parts[0][2]), parts)
+    def joined(parts: list[tuple[Array, ...]]) -> tuple[Array, ...]:
+        return combine(array_namespace(parts[0][0]), parts)
 
-    outputs: tuple[list[Array], list[Array], list[Array]] = ([], [], [])
+    combined = []
     for query_chunk, query_start in zip(queries.to_delayed()[:, 0], query_starts, strict=True):
         parts = [
             dask.delayed(search)(query_chunk, key_chunk, int(query_start), int(key_start))
-            for key_chunk, key_start in zip(key_chunks, key_starts, strict=True)
+            for key_chunk, key_start, key_end in zip(key_chunks, key_starts, key_ends, strict=True)
+            if not triangle or key_end - 1 > query_start
         ]
-        combined = dask.delayed(ordered, nout=3)(parts)
-        for output, part, dtype in zip(
-            outputs, combined, (index_dtype, index_dtype, queries.dtype), strict=True
-        ):
-            meta = da.utils.meta_from_array(queries, ndim=1, dtype=dtype)
-            output.append(da.from_delayed(part, shape=(math.nan,), dtype=dtype, meta=meta))
-    query_indices, key_indices, values = (da.concatenate(output) for output in outputs)
-    return query_indices, key_indices, values
+        if parts:
+            combined.append(dask.delayed(joined, nout=len(dtypes))(parts))
+    if finish is not None and combined:
+
+        def finished(parts: list[tuple[Array, ...]]) -> tuple[Array, ...]:
+            return finish(array_namespace(parts[0][0]), parts)
+
+        combined = [dask.delayed(finished, nout=len(dtypes))(combined)]
+    outputs: list[Array] = []
+    if not combined:  # one row against itself: no pair i < j
+        return tuple(da.from_array(np.empty((0,), dtype=dtype)) for dtype in dtypes)
+    for index, dtype in enumerate(dtypes):
+        meta = da.utils.meta_from_array(queries, ndim=1, dtype=dtype)
+        pieces = [
+            da.from_delayed(part[index], shape=(math.nan,), dtype=dtype, meta=meta)
+            for part in combined
+        ]
+        outputs.append(da.concatenate(pieces))
+    return tuple(outputs)

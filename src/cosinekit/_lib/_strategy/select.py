@@ -7,6 +7,22 @@
     ``argtopk`` (a lazy tree reduction over chunks); anything else sorts.
     Which of several equal values is chosen is left open: the searches
     impose their tie rule on top, the same way on every backend.
+``kth_largest``
+    The ``k``-th largest value of each row, where only that value is
+    needed (the floor below which no entry of a block can enter a top-k):
+    NumPy and CuPy ``partition`` copy the block once, where positions
+    (``argpartition``) would write twice its size in 64-bit integers.
+``mask_view``, ``nonzero_flat``, ``count_true`` and ``from_view``
+    An eager search compares each block with a threshold and finds the
+    positions that pass: the one value-dependent step per block. On PyTorch
+    CPU tensors those whole-block operations (a compare, ``nonzero``,
+    ``count_nonzero``) took about as long as the block's matrix product
+    (``benchmarks/topics/mining.py``: a third of ``cosine_communities``),
+    where NumPy takes a fraction of it: there the masks are computed by
+    NumPy on a view of the same memory (``mask_view``; a mask carries no
+    gradient, and the values are then taken from the tensor itself), and
+    only the positions come back as a tensor (``from_view``). Elsewhere the
+    library's own operations.
 ``top_k_lower_index_first``
     A top-k that documents its tie order: JAX's ``lax.top_k`` returns the
     lower index first among equal values, so under ``jax.jit`` one top-k
@@ -86,3 +102,51 @@ def top_k_positions(xp: ModuleType, x: Array, k: int) -> Array:
             x = x.rechunk({x.ndim - 1: -1})
         return da.argtopk(x, k, axis=-1)
     return xp.argsort(x, axis=-1, descending=True)[:, :k]
+
+
+def kth_largest(xp: ModuleType, x: Array, k: int) -> Array:
+    """The ``k``-th largest value of each row of 2-D ``x`` (no NaN), ``1 <= k <= x.shape[-1]``."""
+    width = x.shape[-1]
+    if is_numpy_namespace(xp) or is_cupy_namespace(xp):
+        native = np if is_numpy_namespace(xp) else importlib.import_module("cupy")
+        return native.partition(x, width - k, axis=-1)[:, width - k]
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.topk(x, k, dim=-1, sorted=False).values.amin(dim=-1)
+    if is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.top_k(x, k)[0][:, k - 1]
+    return xp.sort(x, axis=-1, descending=True)[:, k - 1]
+
+
+def mask_view(xp: ModuleType, x: Array) -> tuple[ModuleType, Array]:
+    """The namespace in which to compute masks of ``x``, and ``x`` in it (no copy)."""
+    if is_torch_namespace(xp) and x.device.type == "cpu":
+        import array_api_compat.numpy
+
+        namespace: ModuleType = array_api_compat.numpy
+        return namespace, x.detach().numpy()
+    return xp, x
+
+
+def from_view(xp: ModuleType, positions: Array) -> Array:
+    """Positions found in a `mask_view` namespace, as an array of ``xp``."""
+    if is_torch_namespace(xp) and isinstance(positions, np.ndarray):
+        import torch
+
+        return torch.from_numpy(positions)
+    return positions
+
+
+def nonzero_flat(xp: ModuleType, mask: Array) -> Array:
+    """The positions of the True entries of boolean ``mask``, flattened, ascending."""
+    if is_numpy_namespace(xp):
+        return np.flatnonzero(mask)
+    return xp.nonzero(xp.reshape(mask, (-1,)))[0]
+
+
+def count_true(xp: ModuleType, mask: Array) -> int:
+    """The number of True entries of boolean ``mask`` (read on the host)."""
+    return int(xp.count_nonzero(mask))
