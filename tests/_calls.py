@@ -98,10 +98,16 @@ class Row:
             for p in inspect.signature(public).parameters.values()
             if p.kind is inspect.Parameter.POSITIONAL_ONLY
         ]
-        options = dict(self.options)
+        # A positional-only number (a threshold) is an option given by position.
+        options = {n: v for n, v in self.options.items() if n not in positional}
+        given = {n: v for n, v in self.options.items() if n in positional}
 
         def invoke(arrays: dict[str, Any]) -> Any:
-            args = [arrays[name] for name in positional if name in arrays]
+            args = [
+                arrays[name] if name in arrays else given[name]
+                for name in positional
+                if name in arrays or name in given
+            ]
             keywords = {name: a for name, a in arrays.items() if name not in positional}
             return function(*args, **keywords, **options)
 
@@ -176,6 +182,17 @@ ROWS: list[Row] = [
     Row("pairwise_cosine_distance", lambda rng: {"x": _embeddings(rng, 4), "y": _plain(rng, 3)}),
     Row("cosine_topk", _search, options={"k": 2}),
     Row("cosine_range_search", _search, options={"threshold": 0.3}),
+    Row("cosine_similar_pairs", lambda rng: {"x": _embeddings(rng, 6)}, options={"threshold": 0.2}),
+    Row(
+        "cosine_communities",
+        lambda rng: {"x": _embeddings(rng, 8)},
+        options={"threshold": 0.3, "min_size": 2},
+    ),
+    Row(
+        "mine_hard_negatives",
+        lambda rng: {**_search(rng), "positives": rng.integers(0, 6, 4)},
+        options={"k": 2, "rank_range": (1, 5)},  # 5 candidates: no padding
+    ),
     Row("info_nce_loss", _info_nce, **CONTRASTIVE),  # keys past n: extra negatives
     Row(
         "info_nce_loss",

@@ -12,6 +12,7 @@ log-sum-exp is shifted by its maximum.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -180,3 +181,89 @@ def cosine_triplet_loss(
     if swap:
         negative_distance = np.minimum(negative_distance, d(positive, negative))
     return np.asarray(np.mean(np.maximum(d(anchor, positive) - negative_distance + margin, 0)))
+
+
+# --- Mining ------------------------------------------------------------------------
+
+
+def cosine_similarity_matrix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`pairwise_cosine_similarity`, with exactly 1 for identical nonzero finite rows."""
+    similarity = pairwise_cosine_similarity(x, y)
+    same = np.all(x[:, None, :] == y[None, :, :], axis=2)
+    usable = np.all(np.isfinite(x), axis=1)[:, None] & np.any(x != 0, axis=1)[:, None]
+    return np.where(same & usable, 1.0, similarity)
+
+
+def cosine_similar_pairs(
+    x: np.ndarray, threshold: float, /, *, chunk_size: int | None = None
+) -> tuple[np.ndarray, ...]:
+    """The pairs ``i < j`` at or above ``threshold``: by descending similarity, ``i``, ``j``."""
+    similarity = cosine_similarity_matrix(x, x)
+    first, second = np.nonzero(np.triu(similarity >= threshold, 1))
+    values = similarity[first, second]
+    order = np.lexsort((second, first, -values))
+    return first[order], second[order], values[order]
+
+
+def cosine_communities(
+    x: np.ndarray, threshold: float, /, *, min_size: int = 1, chunk_size: int | None = None
+) -> np.ndarray:
+    """API.md's community rule, one candidate at a time from the full matrix."""
+    n = x.shape[0]
+    candidates = [np.nonzero(cosine_similarity_matrix(x, x)[i] >= threshold)[0] for i in range(n)]
+    sizes = np.array([c.size for c in candidates])
+    taken = np.zeros(n, dtype=bool)
+    accepted: list[np.ndarray] = []
+    for centre in sorted(range(n), key=lambda i: (-sizes[i], i)):
+        if sizes[centre] < min_size or taken[centre]:
+            continue
+        members = candidates[centre][~taken[candidates[centre]]]
+        if members.size >= min_size:
+            taken[members] = True
+            accepted.append(members)
+    labels = np.full(n, -1)
+    by_size = sorted(range(len(accepted)), key=lambda a: -accepted[a].size)  # stable
+    for label, a in enumerate(by_size):
+        labels[accepted[a]] = label
+    return labels
+
+
+def mine_hard_negatives(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    positives: np.ndarray,
+    /,
+    *,
+    k: int,
+    rank_range: tuple[int, int] | None = None,
+    max_similarity: float | None = None,
+    margin: float | None = None,
+    relative_margin: float | None = None,
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's first ``k`` non-positive keys (by descending similarity) passing the filters."""
+    similarity = cosine_similarity_matrix(queries, keys)
+    n, m = similarity.shape
+    low, high = rank_range or (0, math.inf)
+    indices, values = np.full((n, k), -1), np.full((n, k), np.nan)
+    for i in range(n):
+        own = [int(j) for j in np.reshape(positives[i], -1) if j >= 0]
+        others = [j for j in range(m) if j not in own]
+        ranked = sorted(others, key=lambda j: (np.isnan(similarity[i, j]), -similarity[i, j], j))
+        cap = math.inf if max_similarity is None else max_similarity
+        if own and (margin is not None or relative_margin is not None):
+            least = min(similarity[i, j] for j in own)
+            if any(np.isnan(similarity[i, j]) for j in own):
+                least = math.nan
+            if margin is not None:
+                cap = min(cap, least - margin) if not math.isnan(least) else math.nan
+            if relative_margin is not None and not math.isnan(cap):
+                cap = min(cap, least - abs(least) * relative_margin)
+        kept = [
+            j
+            for rank, j in enumerate(ranked)
+            if low <= rank < high and similarity[i, j] <= cap  # False for NaN
+        ][:k]
+        indices[i, : len(kept)] = kept
+        values[i, : len(kept)] = similarity[i, kept]
+    return indices, values

@@ -22,6 +22,11 @@ from test_search import pairs_allowed
 from test_topk import axis_keys
 
 import cosinekit as ck
+from _references import _unit
+from _references import cosine_similarity_matrix as reference
+from _references import cosine_communities as brute_communities
+from _references import cosine_similar_pairs as brute_similar_pairs
+from _references import mine_hard_negatives as brute_negatives
 from _support import Backend, asarray, counting_dask_computes, to_numpy, xp_assert_equal
 
 RNG = np.random.default_rng(22)
@@ -37,20 +42,6 @@ def _index_dtype(xp: ModuleType) -> Any:
     return xp.__array_namespace_info__().default_dtypes()["indexing"]
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore"):  # inf / inf is NaN, as intended
-        return x / np.where(norm == 0, 1.0, norm)
-
-
-def reference(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """float64 similarities, clipped; exactly 1 for identical nonzero finite rows."""
-    similarity = np.clip(_unit(x) @ _unit(y).T, -1.0, 1.0)
-    same = np.all(x[:, None, :] == y[None, :, :], axis=2)
-    usable = np.all(np.isfinite(x), axis=1)[:, None] & np.any(x != 0, axis=1)[:, None]
-    return np.where(same & usable, 1.0, similarity)
-
-
 def collection(n: int, d: int, rng: np.random.Generator, *, duplicates: int = 3) -> np.ndarray:
     """Clustered rows with exact duplicates, a zero row and a NaN row."""
     centres = rng.standard_normal((max(2, n // 6), d))
@@ -60,76 +51,6 @@ def collection(n: int, d: int, rng: np.random.Generator, *, duplicates: int = 3)
     x[rng.integers(0, n)] = 0.0
     x[rng.integers(0, n), 0] = np.nan
     return x
-
-
-# --- brute force of the contract -----------------------------------------------------
-
-
-def brute_similar_pairs(x: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
-    similarity = reference(x, x)
-    first, second = np.nonzero(np.triu(similarity >= threshold, 1))
-    values = similarity[first, second]
-    order = np.lexsort((second, first, -values))
-    return first[order], second[order], values[order]
-
-
-def brute_communities(x: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
-    """API.md's community rule, one candidate at a time from the full matrix."""
-    n = x.shape[0]
-    candidates = [np.nonzero(reference(x, x)[i] >= threshold)[0] for i in range(n)]
-    sizes = np.array([c.size for c in candidates])
-    taken = np.zeros(n, dtype=bool)
-    accepted: list[np.ndarray] = []
-    for centre in sorted(range(n), key=lambda i: (-sizes[i], i)):
-        if sizes[centre] < min_size or taken[centre]:
-            continue
-        members = candidates[centre][~taken[candidates[centre]]]
-        if members.size >= min_size:
-            taken[members] = True
-            accepted.append(members)
-    labels = np.full(n, -1)
-    by_size = sorted(range(len(accepted)), key=lambda a: -accepted[a].size)  # stable
-    for label, a in enumerate(by_size):
-        labels[accepted[a]] = label
-    return labels
-
-
-def brute_negatives(
-    queries: np.ndarray,
-    keys: np.ndarray,
-    positives: np.ndarray,
-    k: int,
-    *,
-    rank_range: tuple[int, int] | None = None,
-    max_similarity: float | None = None,
-    margin: float | None = None,
-    relative_margin: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    similarity = reference(queries, keys)
-    n, m = similarity.shape
-    low, high = rank_range or (0, math.inf)
-    indices, values = np.full((n, k), -1), np.full((n, k), np.nan)
-    for i in range(n):
-        own = [int(j) for j in np.reshape(positives[i], -1) if j >= 0]
-        others = [j for j in range(m) if j not in own]
-        ranked = sorted(others, key=lambda j: (np.isnan(similarity[i, j]), -similarity[i, j], j))
-        cap = math.inf if max_similarity is None else max_similarity
-        if own and (margin is not None or relative_margin is not None):
-            least = min(similarity[i, j] for j in own)
-            if any(np.isnan(similarity[i, j]) for j in own):
-                least = math.nan
-            if margin is not None:
-                cap = min(cap, least - margin) if not math.isnan(least) else math.nan
-            if relative_margin is not None and not math.isnan(cap):
-                cap = min(cap, least - abs(least) * relative_margin)
-        kept = [
-            j
-            for rank, j in enumerate(ranked)
-            if low <= rank < high and similarity[i, j] <= cap  # False for NaN
-        ][:k]
-        indices[i, : len(kept)] = kept
-        values[i, : len(kept)] = similarity[i, kept]
-    return indices, values
 
 
 # --- cosine_similar_pairs -------------------------------------------------------------
@@ -288,7 +209,7 @@ def check_communities(
         return
     labels = ck.cosine_communities(asarray(xp, x), threshold, min_size=min_size, **options)
     xp_assert_equal(
-        labels, brute_communities(x, threshold, min_size), xp=xp, dtype=_index_dtype(xp)
+        labels, brute_communities(x, threshold, min_size=min_size), xp=xp, dtype=_index_dtype(xp)
     )
 
 
@@ -370,7 +291,7 @@ def check_negatives(
         asarray(xp, queries), asarray(xp, keys), asarray(xp, positives), k=k, **options
     )
     filters = {name: v for name, v in options.items() if name != "chunk_size"}
-    expected_indices, expected_values = brute_negatives(queries, keys, positives, k, **filters)
+    expected_indices, expected_values = brute_negatives(queries, keys, positives, k=k, **filters)
     xp_assert_equal(indices, expected_indices, xp=xp, dtype=_index_dtype(xp))
     np.testing.assert_allclose(to_numpy(values), expected_values, rtol=0, atol=1e-14)
     assert values.dtype == xp.float64
@@ -461,7 +382,7 @@ def test_negatives_float32_and_no_queries(xp: ModuleType) -> None:
         k=3,
     )
     assert values.dtype == xp.float32
-    expected_indices, expected_values = brute_negatives(queries, keys, positives, 3)
+    expected_indices, expected_values = brute_negatives(queries, keys, positives, k=3)
     np.testing.assert_array_equal(to_numpy(indices), expected_indices)
     np.testing.assert_allclose(to_numpy(values), expected_values, atol=1e-6)
     indices, values = ck.mine_hard_negatives(
@@ -484,7 +405,7 @@ def test_jax_jit_negatives_and_refused_pair_searches() -> None:
         lambda q, kk, p: ck.mine_hard_negatives(q, kk, p, k=4, chunk_size=5, **FILTERS["all"])
     )
     indices, values = mined(jnp.asarray(queries), jnp.asarray(keys), jnp.asarray(positives))
-    expected = brute_negatives(queries, keys, positives, 4, **FILTERS["all"])
+    expected = brute_negatives(queries, keys, positives, k=4, **FILTERS["all"])
     np.testing.assert_array_equal(np.asarray(indices), expected[0])
     np.testing.assert_allclose(np.asarray(values), expected[1], rtol=0, atol=1e-14)
     # Under a trace a positive out of range gives a row of padding, the others unchanged.
@@ -516,7 +437,7 @@ def test_torch_compile_negatives_fullgraph_and_pair_searches_break() -> None:
         backend="eager",
     )
     indices, values = compiled(q, kk, p)
-    expected = brute_negatives(queries, keys, positives, 3, **FILTERS["window_and_margin"])
+    expected = brute_negatives(queries, keys, positives, k=3, **FILTERS["window_and_margin"])
     np.testing.assert_array_equal(indices.numpy(), expected[0])
     np.testing.assert_allclose(values.numpy(), expected[1], rtol=0, atol=1e-14)
     # The value-dependent searches are graph breaks that return the eager result.
@@ -578,12 +499,12 @@ def test_dask_mining_laziness() -> None:
         labels = ck.cosine_communities(lazy_x, 0.6, min_size=2)  # computed on the call
         assert isinstance(labels, da.Array)
         assert calls[0] == 2
-    expected = brute_negatives(queries, keys, positives, 4, **FILTERS["all"])
+    expected = brute_negatives(queries, keys, positives, k=4, **FILTERS["all"])
     np.testing.assert_array_equal(computed[0], expected[0])
     np.testing.assert_allclose(computed[1], expected[1], rtol=0, atol=1e-14)
     for got, want in zip(computed[2:], brute_similar_pairs(x, 0.6), strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(labels.compute(), brute_communities(x, 0.6, 2))
+    np.testing.assert_array_equal(labels.compute(), brute_communities(x, 0.6, min_size=2))
 
 
 @pytest.fixture
@@ -616,14 +537,14 @@ def test_mining_on_an_eager_accelerator(stand_in_gpu: None) -> None:
         zip(expected[0].tolist(), expected[1].tolist(), strict=True)
     )
     labels = ck.cosine_communities(tensor, 0.7, min_size=2, chunk_size=8)
-    np.testing.assert_array_equal(labels.numpy(), brute_communities(x, 0.7, 2))
+    np.testing.assert_array_equal(labels.numpy(), brute_communities(x, 0.7, min_size=2))
     queries, keys, positives = mining_data(np.random.default_rng(17))
     bad = positives.copy()
     bad[1, 1] = 99  # not read on a device: a row of padding, as under a trace
     indices, values = ck.mine_hard_negatives(
         torch.asarray(queries), torch.asarray(keys), torch.asarray(bad), k=3, margin=0.01
     )
-    reference_indices, reference_values = brute_negatives(queries, keys, positives, 3, margin=0.01)
+    reference_indices, reference_values = brute_negatives(queries, keys, positives, k=3, margin=0.01)
     reference_indices[1], reference_values[1] = -1, np.nan
     np.testing.assert_array_equal(indices.numpy(), reference_indices)
     np.testing.assert_allclose(values.numpy(), reference_values, rtol=0, atol=1e-14)
