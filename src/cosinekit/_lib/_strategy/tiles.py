@@ -1,0 +1,246 @@
+"""Tiles: the loop over tiles of a matrix that is never formed, and a hand-written reverse rule.
+
+The tiled losses (``_lib/_tiles.py``) write their formula once, per tile,
+against the array API. What the standard lacks is here:
+
+``sweep``
+    Runs a tile function over every ``(row block, column block)`` tile of
+    an ``(n, m)`` matrix, row blocks outside, column blocks inside, with
+    per-row accumulators (finished at the end of each row block), per-column
+    accumulators (carried across row blocks) and totals. A Python loop on
+    eager libraries and Dask; under JAX a ``lax.fori_loop`` over the full
+    blocks plus one call for the ragged last block, so that the program
+    holds at most four copies of the tile whatever the number of tiles (an
+    unrolled loop compiles for minutes at a million rows).
+``with_reverse``
+    A function whose reverse-mode derivative is given by hand: the tiles are
+    recomputed in the backward from a few per-row values instead of being
+    kept by autodiff (which would keep every tile: ``n * m`` memory). A
+    ``jax.custom_vjp`` on JAX and an ``autograd.Function`` on PyTorch (eager
+    autograd, ``torch.compile``, ``torch.func``); elsewhere (no autodiff)
+    the forward alone. The backward is written in differentiable operations
+    of the forward's inputs and outputs, so differentiating it again
+    (``create_graph=True``, ``grad`` of ``grad``) is exact.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, NamedTuple
+
+from array_api_compat import is_jax_namespace, is_torch_namespace
+
+from .mode import Autodiff, Mode
+
+Array = Any
+Arrays = tuple[Array, ...]
+# tile(rows_i, cols_j, row_acc, col_acc_j, totals) -> (row_acc, col_acc_j, totals)
+Tile = Callable[[Arrays, Arrays, Arrays, Arrays, Arrays], tuple[Arrays, Arrays, Arrays]]
+
+
+def sweep(
+    xp: ModuleType,
+    block: int,
+    rows: Arrays,
+    cols: Arrays,
+    tile: Tile,
+    row_start: Callable[[Arrays], Arrays],
+    col_start: Callable[[Arrays], Arrays],
+    totals: Arrays,
+) -> tuple[Arrays, Arrays, Arrays]:
+    """Fold ``tile`` over every tile; returns ``(row results, column results, totals)``.
+
+    ``rows`` are arrays whose leading axis is the ``n`` rows (sliced per row
+    block), ``cols`` those of the ``m`` columns. ``row_start(rows_i)`` gives
+    the accumulators of a row block, leading axis its rows; after its last
+    tile they become that block's rows of the row results.
+    ``col_start(cols)`` gives the column accumulators of all ``m`` columns
+    (each tile sees its block's slice). Accumulators keep their shapes and
+    dtypes through ``tile``. With no rows or no columns no tile runs.
+    """
+    if is_jax_namespace(xp):
+        return _jax_sweep(block, rows, cols, tile, row_start, col_start, totals)
+    return _python_sweep(xp, block, rows, cols, tile, row_start, col_start, totals)
+
+
+def _python_sweep(
+    xp: ModuleType,
+    block: int,
+    rows: Arrays,
+    cols: Arrays,
+    tile: Tile,
+    row_start: Callable[[Arrays], Arrays],
+    col_start: Callable[[Arrays], Arrays],
+    totals: Arrays,
+) -> tuple[Arrays, Arrays, Arrays]:
+    n, m = rows[0].shape[0], cols[0].shape[0]
+
+    def blocks(arrays: Arrays, count: int) -> list[Arrays]:
+        if count <= block:
+            return [arrays] if count else []
+        return [tuple(a[s : s + block, ...] for a in arrays) for s in range(0, count, block)]
+
+    col_blocks = blocks(cols, m)
+    col_accs = blocks(col_start(cols), m)
+    row_results = []
+    for rows_i in blocks(rows, n):
+        acc = row_start(rows_i)
+        for j, cols_j in enumerate(col_blocks):
+            acc, col_accs[j], totals = tile(rows_i, cols_j, acc, col_accs[j], totals)
+        row_results.append(acc)
+    return _joined(xp, row_results, row_start, rows), _joined(xp, col_accs, col_start, cols), totals
+
+
+def _joined(
+    xp: ModuleType, parts: list[Arrays], start: Callable[[Arrays], Arrays], arrays: Arrays
+) -> Arrays:
+    if not parts:
+        return start(arrays)
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(xp.concat(list(pieces), axis=0) for pieces in zip(*parts, strict=True))
+
+
+def _jax_sweep(
+    block: int,
+    rows: Arrays,
+    cols: Arrays,
+    tile: Tile,
+    row_start: Callable[[Arrays], Arrays],
+    col_start: Callable[[Arrays], Arrays],
+    totals: Arrays,
+) -> tuple[Arrays, Arrays, Arrays]:
+    from jax import lax
+
+    n, m = rows[0].shape[0], cols[0].shape[0]
+
+    def take(arrays: Arrays, start: Any, size: int, count: int) -> Arrays:
+        if size == count:
+            return arrays
+        return tuple(lax.dynamic_slice_in_dim(a, start, size, axis=0) for a in arrays)
+
+    def put(full: Arrays, part: Arrays, start: Any) -> Arrays:
+        if all(f.shape == p.shape for f, p in zip(full, part, strict=True)):
+            return part
+        return tuple(
+            lax.dynamic_update_slice_in_dim(f, p, start, axis=0)
+            for f, p in zip(full, part, strict=True)
+        )
+
+    def row_block(start: Any, size: int, carry: tuple[Arrays, Arrays, Arrays]) -> Any:
+        row_out, col_acc, sums = carry
+        rows_i = take(rows, start, size, n)
+        acc = row_start(rows_i)
+
+        def col_block(c_start: Any, c_size: int, inner: tuple[Arrays, Arrays, Arrays]) -> Any:
+            acc, col_acc, sums = inner
+            part = take(col_acc, c_start, c_size, m)
+            acc, part, sums = tile(rows_i, take(cols, c_start, c_size, m), acc, part, sums)
+            return acc, put(col_acc, part, c_start), sums
+
+        acc, col_acc, sums = _jax_blocks(m, block, col_block, (acc, col_acc, sums))
+        return put(row_out, acc, start), col_acc, sums
+
+    row_out, col_acc, sums = _jax_blocks(
+        n, block, row_block, (row_start(rows), col_start(cols), totals)
+    )
+    return row_out, col_acc, sums
+
+
+def _jax_blocks(count: int, block: int, body: Callable[..., Any], carry: Any) -> Any:
+    """``body(start, size, carry)`` over the blocks of ``count`` rows: a loop, then the rest."""
+    from jax import lax
+
+    full, rest = divmod(count, block)
+    if full == 1:
+        carry = body(0, block, carry)
+    elif full > 1:
+        carry = lax.fori_loop(0, full, lambda b, c: body(b * block, block, c), carry)
+    if rest:
+        carry = body(full * block, rest, carry)
+    return carry
+
+
+class Rule(NamedTuple):
+    """A function of some arrays with its reverse-mode derivative written by hand.
+
+    ``compute(*args)`` returns a tuple of arrays. ``reverse(cotangents,
+    needed, args, outputs)`` returns one gradient (or None) per argument:
+    ``cotangents`` has one entry per output, None where it is known to be
+    zero; ``needed`` says per argument whether its gradient is wanted. Both
+    see the arguments as given, Python numbers included (constants: never
+    differentiated).
+    """
+
+    # Not named forward and backward: Dynamo would take them for the
+    # autograd.Function's own methods while it traces one.
+    compute: Callable[..., Arrays]
+    reverse: Callable[[Sequence[Array | None], Sequence[bool], Arrays, Arrays], Sequence[Any]]
+
+
+def with_reverse(xp: ModuleType, mode: Mode, rule: Rule, *args: Any) -> Arrays:
+    """``rule.compute(*args)``, differentiated by ``rule.reverse`` where a gradient may be taken."""
+    if is_jax_namespace(xp):
+        return _jax_with_reverse(rule, args)
+    if is_torch_namespace(xp) and _torch_records(mode, args):
+        from ._torch_autograd import HandWrittenReverse
+
+        outputs: Arrays = HandWrittenReverse.apply(rule, *args)
+        return outputs
+    return rule.compute(*args)
+
+
+def _torch_records(mode: Mode, args: tuple[Any, ...]) -> bool:
+    if mode.autodiff is Autodiff.TORCH_FUNC:
+        return True
+    # Under torch.compile too: Dynamo traces a setup_context-style Function
+    # that records nothing as an old-style one (forward(ctx, ...)).
+    if mode.autodiff not in (Autodiff.TORCH_AUTOGRAD, Autodiff.TORCH_COMPILE):
+        return False
+    import torch
+
+    return torch.is_grad_enabled() and any(
+        isinstance(a, torch.Tensor) and a.requires_grad for a in args
+    )
+
+
+def _jax_with_reverse(rule: Rule, args: tuple[Any, ...]) -> Arrays:
+    import jax
+    from jax.custom_derivatives import SymbolicZero
+
+    # Python numbers stay constants, closed over; arrays are the arguments.
+    where = [i for i, a in enumerate(args) if not isinstance(a, numbers.Number)]
+
+    def full(arrays: Sequence[Any]) -> tuple[Any, ...]:
+        merged = list(args)
+        for i, a in zip(where, arrays, strict=True):
+            merged[i] = a
+        return tuple(merged)
+
+    # Which arguments are differentiated: known when fwd is traced, before bwd.
+    perturbed: list[bool] = []
+
+    @jax.custom_vjp  # type: ignore[untyped-decorator]
+    def function(*arrays: Any) -> Arrays:
+        return rule.compute(*full(arrays))
+
+    def fwd(*primals: Any) -> tuple[Arrays, tuple[Arrays, Arrays]]:
+        values = tuple(p.value for p in primals)
+        perturbed[:] = [bool(p.perturbed) for p in primals]
+        outputs = rule.compute(*full(values))
+        return outputs, (values, outputs)
+
+    def bwd(residuals: tuple[Arrays, Arrays], cotangents: Arrays) -> tuple[Any, ...]:
+        values, outputs = residuals
+        live = [None if isinstance(c, SymbolicZero) else c for c in cotangents]
+        needed = [False] * len(args)
+        for i, p in zip(where, perturbed, strict=True):
+            needed[i] = p
+        grads = rule.reverse(live, needed, full(values), outputs)
+        return tuple(grads[i] for i in where)
+
+    function.defvjp(fwd, bwd, symbolic_zeros=True)
+    result: Arrays = function(*(args[i] for i in where))
+    return result
