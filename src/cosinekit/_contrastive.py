@@ -383,4 +383,3 @@ def ntxent_loss(
         xp, mode, embeddings, labels, embeddings, labels, 0, temperature, block, eps
     )
     return as_result(xp, safe_divide(xp, total, count), result_dtype, like=total)
-

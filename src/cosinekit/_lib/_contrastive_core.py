@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 from array_api_compat import device as array_device
 
 from ._kernels import unit_rows
+from ._ntxent_tiles import ntxent_rows
 from ._strategy.autodiff import clip_straight_through
 from ._strategy.mode import Mode
-from ._strategy.rows import row_dot
 from ._strategy.tiles import with_reverse
-from ._tiles import block_for, finite_rows, log_sum_exp, ntxent_rows
+from ._tiles import block_for, finite_rows, log_sum_exp
 from ._validation import floating_dtypes, positive_eps
 
 Array = Any
@@ -87,7 +87,7 @@ def info_nce_rows(
     symmetric: bool,
     block_size: int | None,
 ) -> Array:
-    """The per-query InfoNCE losses ``(n,)`` of unit rows, the mean of both directions if ``symmetric``.
+    """Per-query InfoNCE losses ``(n,)`` of unit rows; with ``symmetric``, of both directions.
 
     ``scale`` is ``1 / temperature`` (a Python number or a 0-d array).
     Row ``i``'s loss is ``lse_j(L_ij) - L_{i, p_i}`` with ``L = scale *
@@ -98,8 +98,8 @@ def info_nce_rows(
     n, m = queries.shape[0], keys.shape[0]
     if n == 0 or m == 0:
         return xp.sum(queries @ xp.matrix_transpose(keys), axis=1) * scale
-    q, q_nan = finite_rows(xp, queries)
-    k, k_nan = finite_rows(xp, keys)
+    q, q_nan = finite_rows(xp, mode, queries)
+    k, k_nan = finite_rows(xp, mode, keys)
     block = block_for(n, m, block_size)
     row_lse, col_lse, _ = with_reverse(
         xp, mode, log_sum_exp(xp, mode, block, columns=symmetric), q, k, scale, q_nan, k_nan
@@ -110,7 +110,9 @@ def info_nce_rows(
     else:
         safe = columns if valid is None else xp.where(valid, columns, xp.zeros_like(columns))
         partner = xp.take(k, safe, axis=0)
-    cosine = clip_straight_through(xp, mode, row_dot(xp, mode, q, partner, -1), -1.0, 1.0)
+    # A product and a sum: their backward is two products, where a batched
+    # vecdot's is two batched matrix products of degenerate shapes (slower).
+    cosine = clip_straight_through(xp, mode, xp.sum(q * partner, axis=1), -1.0, 1.0)
     positive = cosine * scale
     loss = (row_lse + col_lse) / 2 - positive if symmetric else row_lse - positive
     if valid is None:
@@ -167,10 +169,10 @@ def ntxent_sums(
         and int(anchor_offset) == 0
     ):
         rule = ntxent_rows(xp, mode, block, shared=True)
-        per_row, _, _, count = with_reverse(xp, mode, rule, e, scale, labels, index)
+        per_row, count, _, _ = with_reverse(xp, mode, rule, e, scale, labels, index)
     else:
         rule = ntxent_rows(xp, mode, block, shared=False)
-        per_row, _, _, count = with_reverse(
+        per_row, count, _, _ = with_reverse(
             xp,
             mode,
             rule,

@@ -91,4 +91,10 @@ class HandWrittenReverse(torch.autograd.Function):
             for is_tensor, constant in zip(ctx.tensors, ctx.constants, strict=True)
         )
         needed = ctx.needs_input_grad[1:]
+        if torch.compiler.is_compiling():
+            # torch.compile materializes every cotangent (zeros for the
+            # outputs the backward reads back), and never differentiates a
+            # backward: those are zero, and skipping them skips their work.
+            primary = ctx.rule.primary
+            cotangents = (*cotangents[:primary], *(None for _ in cotangents[primary:]))
         return (None, *ctx.rule.reverse(cotangents, needed, args, outputs))

@@ -8,10 +8,12 @@ against the array API. What the standard lacks is here:
     an ``(n, m)`` matrix, row blocks outside, column blocks inside, with
     per-row accumulators (finished at the end of each row block), per-column
     accumulators (carried across row blocks) and totals. A Python loop on
-    eager libraries and Dask; under JAX a ``lax.fori_loop`` over the full
-    blocks plus one call for the ragged last block, so that the program
-    holds at most four copies of the tile whatever the number of tiles (an
-    unrolled loop compiles for minutes at a million rows).
+    eager libraries (eager JAX included: each operation is dispatched
+    from a cache, where a loop would compile anew on every call) and Dask;
+    under a JAX trace a ``lax.fori_loop`` over the full blocks plus one
+    call for the ragged last block, so that the program holds at most four
+    copies of the tile whatever the number of tiles (an unrolled loop
+    compiles for minutes at a million rows).
 ``with_reverse``
     A function whose reverse-mode derivative is given by hand: the tiles are
     recomputed in the backward from a few per-row values instead of being
@@ -42,6 +44,7 @@ Tile = Callable[[Arrays, Arrays, Arrays, Arrays, Arrays], tuple[Arrays, Arrays, 
 
 def sweep(
     xp: ModuleType,
+    mode: Mode,
     block: int,
     rows: Arrays,
     cols: Arrays,
@@ -58,9 +61,10 @@ def sweep(
     tile they become that block's rows of the row results.
     ``col_start(cols)`` gives the column accumulators of all ``m`` columns
     (each tile sees its block's slice). Accumulators keep their shapes and
-    dtypes through ``tile``. With no rows or no columns no tile runs.
+    dtypes through ``tile``; an accumulator may be None (one tile: the
+    tile sets it). With no rows or no columns no tile runs.
     """
-    if is_jax_namespace(xp):
+    if is_jax_namespace(xp) and mode.autodiff is Autodiff.JAX:
         return _jax_sweep(block, rows, cols, tile, row_start, col_start, totals)
     return _python_sweep(xp, block, rows, cols, tile, row_start, col_start, totals)
 
@@ -80,7 +84,10 @@ def _python_sweep(
     def blocks(arrays: Arrays, count: int) -> list[Arrays]:
         if count <= block:
             return [arrays] if count else []
-        return [tuple(a[s : s + block, ...] for a in arrays) for s in range(0, count, block)]
+        return [
+            tuple(None if a is None else a[s : min(s + block, count), ...] for a in arrays)
+            for s in range(0, count, block)
+        ]
 
     col_blocks = blocks(cols, m)
     col_accs = blocks(col_start(cols), m)
@@ -90,7 +97,8 @@ def _python_sweep(
         for j, cols_j in enumerate(col_blocks):
             acc, col_accs[j], totals = tile(rows_i, cols_j, acc, col_accs[j], totals)
         row_results.append(acc)
-    return _joined(xp, row_results, row_start, rows), _joined(xp, col_accs, col_start, cols), totals
+    row_out = _joined(xp, row_results, row_start, rows)
+    return row_out, _joined(xp, col_accs, col_start, cols), totals
 
 
 def _joined(
@@ -100,7 +108,10 @@ def _joined(
         return start(arrays)
     if len(parts) == 1:
         return parts[0]
-    return tuple(xp.concat(list(pieces), axis=0) for pieces in zip(*parts, strict=True))
+    return tuple(
+        None if pieces[0] is None else xp.concat(list(pieces), axis=0)
+        for pieces in zip(*parts, strict=True)
+    )
 
 
 def _jax_sweep(
@@ -116,16 +127,19 @@ def _jax_sweep(
 
     n, m = rows[0].shape[0], cols[0].shape[0]
 
+    # None stands for an accumulator that is not kept (see `sweep`).
     def take(arrays: Arrays, start: Any, size: int, count: int) -> Arrays:
         if size == count:
             return arrays
-        return tuple(lax.dynamic_slice_in_dim(a, start, size, axis=0) for a in arrays)
+        return tuple(
+            None if a is None else lax.dynamic_slice_in_dim(a, start, size, axis=0) for a in arrays
+        )
 
     def put(full: Arrays, part: Arrays, start: Any) -> Arrays:
-        if all(f.shape == p.shape for f, p in zip(full, part, strict=True)):
-            return part
         return tuple(
-            lax.dynamic_update_slice_in_dim(f, p, start, axis=0)
+            p
+            if f is None or f.shape == p.shape
+            else lax.dynamic_update_slice_in_dim(f, p, start, axis=0)
             for f, p in zip(full, part, strict=True)
         )
 
@@ -178,10 +192,14 @@ class Rule(NamedTuple):
     # autograd.Function's own methods while it traces one.
     compute: Callable[..., Arrays]
     reverse: Callable[[Sequence[Array | None], Sequence[bool], Arrays, Arrays], Sequence[Any]]
+    # The outputs past the first `primary` are what the backward reads back
+    # (per-row values, a kept tile): their cotangents are zero unless the
+    # backward itself is differentiated.
+    primary: int
 
 
 def with_reverse(xp: ModuleType, mode: Mode, rule: Rule, *args: Any) -> Arrays:
-    """``rule.compute(*args)``, differentiated by ``rule.reverse`` where a gradient may be taken."""
+    """``rule.compute(*args)``, differentiated by ``rule.reverse`` where gradients are taken."""
     if is_jax_namespace(xp):
         return _jax_with_reverse(rule, args)
     if is_torch_namespace(xp) and _torch_records(mode, args):
@@ -210,8 +228,8 @@ def _jax_with_reverse(rule: Rule, args: tuple[Any, ...]) -> Arrays:
     import jax
     from jax.custom_derivatives import SymbolicZero
 
-    # Python numbers stay constants, closed over; arrays are the arguments.
-    where = [i for i, a in enumerate(args) if not isinstance(a, numbers.Number)]
+    # Python numbers (and None) stay constants, closed over; arrays are the arguments.
+    where = [i for i, a in enumerate(args) if a is not None and not isinstance(a, numbers.Number)]
 
     def full(arrays: Sequence[Any]) -> tuple[Any, ...]:
         merged = list(args)
