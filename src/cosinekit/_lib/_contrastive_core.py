@@ -169,10 +169,10 @@ def ntxent_sums(
         and int(anchor_offset) == 0
     ):
         rule = ntxent_rows(xp, mode, block, shared=True)
-        per_row, count, _, _ = with_reverse(xp, mode, rule, e, scale, labels, index)
+        per_row, count, *_ = with_reverse(xp, mode, rule, e, scale, labels, index)
     else:
         rule = ntxent_rows(xp, mode, block, shared=False)
-        per_row, count, _, _ = with_reverse(
+        per_row, count, *_ = with_reverse(
             xp,
             mode,
             rule,
