@@ -143,10 +143,12 @@ def info_nce_loss(
         gradient are computed tile by tile (a running log-sum-exp; the
         backward recomputes each tile), so forward plus backward allocate
         ``O((n + m) d + block_size**2)`` beyond the inputs and their
-        gradients. ``None`` (the default) computes a matrix of up to
-        ``2**23`` entries as one tile (the dense computation, fastest
-        there) and a larger one in tiles of 2048. The result does not
-        depend on it beyond rounding.
+        gradients. ``None`` (the default) picks one per library and size:
+        the dense form (one tile) for small matrices, tiles from 2048 x
+        2048 entries where they are faster (on the CPU: JAX, NumPy, eager
+        PyTorch up to 256 features), and always beyond 16384 x 16384
+        entries (the contrastive guide lists the rule). The result does
+        not depend on it beyond rounding.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 
@@ -316,10 +318,12 @@ def ntxent_loss(
         gradient are computed tile by tile (a running log-sum-exp; the
         backward recomputes each tile), so forward plus backward allocate
         ``O((n + m) d + block_size**2)`` beyond the inputs and their
-        gradients. ``None`` (the default) computes a matrix of up to
-        ``2**23`` entries as one tile (the dense computation, fastest
-        there) and a larger one in tiles of 2048. The result does not
-        depend on it beyond rounding.
+        gradients. ``None`` (the default) picks one per library and size:
+        the dense form (one tile) for small matrices, tiles from 2048 x
+        2048 entries where they are faster (on the CPU: JAX, NumPy, eager
+        PyTorch up to 256 features), and always beyond 16384 x 16384
+        entries (the contrastive guide lists the rule). The result does
+        not depend on it beyond rounding.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 

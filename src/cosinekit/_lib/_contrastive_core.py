@@ -100,7 +100,7 @@ def info_nce_rows(
         return xp.sum(queries @ xp.matrix_transpose(keys), axis=1) * scale
     q, q_nan = finite_rows(xp, mode, queries)
     k, k_nan = finite_rows(xp, mode, keys)
-    block = block_for(n, m, block_size)
+    block = block_for(xp, mode, q, n, m, block_size)
     row_lse, col_lse, _ = with_reverse(
         xp, mode, log_sum_exp(xp, mode, block, columns=symmetric), q, k, scale, q_nan, k_nan
     )
@@ -161,7 +161,7 @@ def ntxent_sums(
         anchor_index = index + int(anchor_offset)
     else:
         anchor_index = index + xp.astype(anchor_offset, index.dtype)
-    block = block_for(n, total_rows, block_size)
+    block = block_for(xp, mode, e, n, total_rows, block_size)
     if (
         same
         and anchor_labels is labels

@@ -41,24 +41,24 @@ from array_api_compat import device as array_device
 from ._strategy.autodiff import clip_straight_through
 from ._strategy.inplace import exp_minus, plus, times
 from ._strategy.mode import Mode
-from ._strategy.tiles import Rule, sweep
+from ._strategy.tiles import Rule, auto_block, sweep
 
 Array = Any
 Arrays = tuple[Array, ...]
 
-#: ``block_size=None`` computes a logit matrix of up to this many entries as
-#: one tile (dense), and a larger one in tiles of ``AUTO_BLOCK`` rows and
-#: columns. The dense form is the fastest where it fits in memory (it runs
-#: each pass once, without the tiles' second matrix product); see
-#: ``benchmarks/topics/contrastive.py`` for both.
-AUTO_DENSE = 2**26
-AUTO_BLOCK = 2048
 
+def block_for(
+    xp: ModuleType, mode: Mode, like: Array, n: int, m: int, block_size: int | None
+) -> int:
+    """The tile side for an ``(n, m)`` logit matrix of ``like``'s rows: ``max(n, m)`` is one tile.
 
-def block_for(n: int, m: int, block_size: int | None) -> int:
-    """The tile size for an ``(n, m)`` logit matrix: ``max(n, m)`` means one tile."""
+    ``block_size=None`` picks one (`_strategy.tiles.auto_block`); so does a
+    lazy (Dask) size that is not known yet (one tile).
+    """
+    if not (isinstance(n, int) and isinstance(m, int)):
+        return 1 << 62
     if block_size is None:
-        return max(n, m, 1) if n * m <= AUTO_DENSE else AUTO_BLOCK
+        return auto_block(xp, mode, like, n, m, like.shape[-1])
     return block_size
 
 

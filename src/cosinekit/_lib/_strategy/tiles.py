@@ -14,6 +14,11 @@ against the array API. What the standard lacks is here:
     call for the ragged last block, so that the program holds at most four
     copies of the tile whatever the number of tiles (an unrolled loop
     compiles for minutes at a million rows).
+``auto_block``
+    The tile size that ``block_size=None`` picks, per library and device:
+    where tiles are as fast as the dense form, or faster (they stay in
+    cache; the dense form writes its matrix several times), and where the
+    matrix would be too large. Measured by ``benchmarks/topics/contrastive.py``.
 ``with_reverse``
     A function whose reverse-mode derivative is given by hand: the tiles are
     recomputed in the backward from a few per-row values instead of being
@@ -32,7 +37,12 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from array_api_compat import is_jax_namespace, is_torch_namespace
+from array_api_compat import (
+    is_dask_namespace,
+    is_jax_namespace,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
 
 from .mode import Autodiff, Mode
 
@@ -40,6 +50,52 @@ Array = Any
 Arrays = tuple[Array, ...]
 # tile(rows_i, cols_j, row_acc, col_acc_j, totals) -> (row_acc, col_acc_j, totals)
 Tile = Callable[[Arrays, Arrays, Arrays, Arrays, Arrays], tuple[Arrays, Arrays, Arrays]]
+
+
+#: Above this many entries the logit matrix is always tiled (1 GiB in float32;
+#: autograd of the dense form keeps about three such matrices).
+MEMORY_ENTRIES = 2**28
+#: From this many entries (2048 x 2048) tiles are faster where they are used.
+FAST_ENTRIES = 2**22
+#: Elsewhere (accelerators, torch.compile, which fuses the dense form and
+#: unrolls the tiles' loop) the dense form runs up to this many entries.
+DENSE_ENTRIES = 2**26
+
+
+def auto_block(xp: ModuleType, mode: Mode, like: Array, n: int, m: int, features: int) -> int:
+    """The tile side for ``block_size=None``; ``max(n, m)`` or more means one tile (dense).
+
+    On the CPU (measured, see the module docstring): JAX under a trace
+    takes tiles of 512 from ``FAST_ENTRIES``: XLA fuses the dense form's
+    passes but still writes its matrix. NumPy (a forward only) and eager
+    PyTorch with at most 256 features take tiles of 1024; with more
+    features the tiles' second matrix product costs PyTorch more than the
+    cache saves, so it stays dense up to ``MEMORY_ENTRIES``. Dask stays one
+    tile: its chunks already bound the memory of the dense form.
+    """
+    entries = n * m
+    dense = max(n, m, 1)
+    if is_dask_namespace(xp):
+        return dense
+    tile = _cpu_tile(xp, mode, like, features)
+    if entries > MEMORY_ENTRIES:
+        return tile or 2048
+    if tile is None:
+        return dense if entries <= DENSE_ENTRIES else 2048
+    return tile if tile and entries >= FAST_ENTRIES else dense
+
+
+def _cpu_tile(xp: ModuleType, mode: Mode, like: Array, features: int) -> int | None:
+    """The tile that beats the dense form on the CPU (0: none does); None off the CPU."""
+    if is_jax_namespace(xp):
+        import jax
+
+        return 512 if jax.default_backend() == "cpu" else None
+    if is_torch_namespace(xp):
+        if mode.autodiff is Autodiff.TORCH_COMPILE or not like.is_cpu:
+            return None
+        return 1024 if features <= 256 else 0
+    return 1024 if is_numpy_namespace(xp) else None
 
 
 def sweep(
