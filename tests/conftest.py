@@ -47,7 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "backends(*names): the test needs one of these backends; it is not collected "
-        "in a session that tests none of them (no skip in the body)",
+        "in a session that tests none of them, and with the xp fixture runs for them only "
+        "(no skip in the body)",
     )
     config.addinivalue_line(
         "markers",
@@ -79,8 +80,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         marker = item.get_closest_marker("backends")
         wanted = {Backend(name) for name in marker.args} if marker else None
+        # A marked test that takes the `xp` fixture runs for the marked backends only.
+        param = getattr(item, "callspec", None)
+        library = param.params.get("library") if param is not None else None
         if (
             (wanted is not None and requested is not None and not wanted & requested)
+            or (wanted is not None and isinstance(library, Backend) and library not in wanted)
             or (item.get_closest_marker("backend_free") and not run_backend_free)
             or (item.get_closest_marker("gpu") and not on_gpu)
         ):

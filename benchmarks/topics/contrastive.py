@@ -15,9 +15,19 @@
   against the ``n x n`` form of sentence-transformers' ``CoSENTLoss``,
   written in the same library. The limit is the row-wise cosine itself.
 
+* ``info_nce tiled forward+backward``: the tiled path forced with
+  ``block_size=1024`` at n = m = 8192, d = 256, as a training step (the
+  gradients of queries and keys), against the plain formula's step: at most
+  1.3x (ambition 1.0x: the tiles never write the ``n x m`` matrix, at the
+  price of one more matrix product).
+* ``info_nce auto forward+backward`` and ``ntxent auto forward+backward``:
+  ``block_size=None`` against the dense path (``block_size=n``, one tile) at
+  sizes where the dense one fits: never slower than 1.1x.
+
 The memory bounds (CoSENT below 64 MiB at n = 20000, NT-Xent ``O(n^2 + nd)``)
 are checked by ``tests/test_contrastive_memory.py``: memory, unlike time, is
-deterministic.
+deterministic. The memory of a training step per batch size, dense and
+tiled, is ``benchmarks/contrastive_memory.py`` (one process per case).
 """
 
 from __future__ import annotations
@@ -135,6 +145,112 @@ def _ntxent_cases(backend: Backend, quick: bool) -> list[Case]:
     ]
 
 
+TILED = {"full": (8192, 256, 1024), "quick": (512, 32, 128)}
+AUTO = {"full": ((4096, 768), (8192, 64), (8192, 256)), "quick": ((512, 16),)}
+NTXENT_AUTO = {"full": ((4096, 64),), "quick": ((512, 16),)}
+
+
+def _torch_step(loss: Callable[..., Any], count: int) -> Callable[..., Any]:
+    """A training step: the gradients of the first ``count`` inputs."""
+
+    def step(*args: Any) -> Any:
+        inputs = [a.detach().requires_grad_(True) for a in args[:count]]
+        loss(*inputs, *args[count:]).backward()
+        return [x.grad for x in inputs]
+
+    return step
+
+
+def _jax_step(loss: Callable[..., Any], count: int) -> Callable[..., Any]:
+    import jax
+
+    return jax.jit(jax.grad(loss, argnums=tuple(range(count))))  # type: ignore[no-any-return]
+
+
+# Keyed by ``Backend.library``, as the peers' tables are.
+STEPS: dict[str, Callable[[Callable[..., Any], int], Callable[..., Any]]] = {
+    "torch": _torch_step,
+    "jax": _jax_step,
+}
+
+
+def _pair_inputs(backend: Backend, rng: np.random.Generator, n: int, d: int) -> Any:
+    def inputs() -> tuple[Any, ...]:
+        return tuple(backend.array(random_array(rng, (n, d), np.float32)) for _ in range(2))
+
+    return inputs
+
+
+def _tiled_cases(backend: Backend, quick: bool) -> list[Case]:
+    plain = _plain_info_nce(backend)
+    steps = STEPS.get(backend.library)
+    if plain is None or steps is None or backend.mode == "compile":
+        return []
+    size = "quick" if quick else "full"
+    rng = np.random.default_rng(10)
+    n, d, block = TILED[size]
+    cases = [
+        Case(
+            "info_nce tiled forward+backward",
+            backend,
+            f"{n}x{n}x{d}",
+            "float32",
+            _pair_inputs(backend, rng, n, d),
+            steps(
+                lambda q, k: ck.info_nce_loss(q, k, temperature=TEMPERATURE, block_size=block), 2
+            ),
+            steps(plain, 2),
+            {},
+        )
+    ]
+    for n, d in AUTO[size]:
+        cases.append(
+            Case(
+                "info_nce auto forward+backward",
+                backend,
+                f"{n}x{n}x{d}",
+                "float32",
+                _pair_inputs(backend, rng, n, d),
+                steps(lambda q, k: ck.info_nce_loss(q, k, temperature=TEMPERATURE), 2),
+                {
+                    "dense": steps(
+                        lambda q, k, n=n: ck.info_nce_loss(
+                            q, k, temperature=TEMPERATURE, block_size=n
+                        ),
+                        2,
+                    )
+                },
+                {},
+            )
+        )
+    for n, d in NTXENT_AUTO[size]:
+
+        def inputs(n: int = n, d: int = d) -> tuple[Any, ...]:
+            labels = np.concatenate([np.arange(n // 2), np.arange(n // 2)])
+            return backend.array(random_array(rng, (n, d), np.float32)), backend.array(labels)
+
+        cases.append(
+            Case(
+                "ntxent auto forward+backward",
+                backend,
+                f"{n}x{d}",
+                "float32",
+                inputs,
+                steps(lambda z, labels: ck.ntxent_loss(z, labels, temperature=0.1), 1),
+                {
+                    "dense": steps(
+                        lambda z, labels, n=n: ck.ntxent_loss(
+                            z, labels, temperature=0.1, block_size=n
+                        ),
+                        1,
+                    )
+                },
+                {},
+            )
+        )
+    return cases
+
+
 def quadratic_cosent(xp: Any) -> Callable[[Any, Any, Any], Any]:
     """sentence-transformers' ``CoSENTLoss``: the ``n x n`` matrix, its 1e12 mask."""
 
@@ -177,6 +293,7 @@ def cases(backend: Backend, quick: bool) -> list[Case]:
         *_info_nce_cases(backend, quick),
         *_ntxent_cases(backend, quick),
         *_cosent_cases(backend, quick),
+        *_tiled_cases(backend, quick),
     ]
 
 
@@ -226,4 +343,56 @@ TARGETS = (
     ),
 )
 
-TOPIC = Topic("contrastive", cases, TARGETS)
+TILED_TARGETS = (
+    Target(
+        "info_nce tiled (block_size=1024) fwd+bwd within 1.3x of normalize+matmul+F.cross_entropy "
+        "(PyTorch, 8192x8192x256)",
+        "info_nce tiled forward+backward",
+        "torch",
+        "x limit",
+        1.3,
+        at_most=True,
+        ambition=1.0,
+        shape="8192x8192x256",
+    ),
+    Target(
+        "info_nce tiled (block_size=1024) fwd+bwd within 1.3x of the optax formula "
+        "(JAX jit(grad), 8192x8192x256)",
+        "info_nce tiled forward+backward",
+        "jax-jit",
+        "x limit",
+        1.3,
+        at_most=True,
+        ambition=1.0,
+        shape="8192x8192x256",
+    ),
+    *(
+        Target(
+            f"info_nce automatic block_size within 1.1x of the dense path ({backend}, "
+            f"{n}x{n}x{d})",
+            "info_nce auto forward+backward",
+            backend,
+            "x limit",
+            1.1,
+            at_most=True,
+            shape=f"{n}x{n}x{d}",
+        )
+        for backend in ("torch", "jax-jit")
+        for n, d in AUTO["full"]
+    ),
+    *(
+        Target(
+            f"ntxent automatic block_size within 1.1x of the dense path ({backend}, {n}x{d})",
+            "ntxent auto forward+backward",
+            backend,
+            "x limit",
+            1.1,
+            at_most=True,
+            shape=f"{n}x{d}",
+        )
+        for backend in ("torch", "jax-jit")
+        for n, d in NTXENT_AUTO["full"]
+    ),
+)
+
+TOPIC = Topic("contrastive", cases, (*TARGETS, *TILED_TARGETS))

@@ -5,12 +5,13 @@ arrays; results keep the input's library, device and floating dtype.
 """
 
 from ._communities import cosine_communities
-from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
+from ._contrastive import info_nce_loss, ntxent_loss
 from ._losses import cosine_distance_loss, cosine_embedding_loss
 from ._negatives import mine_hard_negatives
 from ._normalize import l2_normalize
 from ._pairwise import pairwise_cosine_distance, pairwise_cosine_similarity
 from ._range import cosine_range_search
+from ._ranking import cosent_loss, cosine_triplet_loss
 from ._search import cosine_topk
 from ._similar_pairs import cosine_similar_pairs
 from ._similarity import angular_distance, cosine_distance, cosine_similarity

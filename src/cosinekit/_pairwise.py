@@ -75,14 +75,12 @@ def _pairwise(
     *,
     distance: bool,
     zero_diagonal: bool,
-    cast: bool = True,
     resolved: tuple[ModuleType, Mode] | None = None,
     names: tuple[str, str] = ("x", "y"),
 ) -> tuple[ModuleType, Array, Any]:
     """``(xp, matrix, result_dtype)``: the clipped similarity (or distance), diagonal set.
 
-    The matrix is in the result dtype, or with ``cast=False`` in the compute
-    dtype (float32 for half precision), for callers that reduce it further.
+    The matrix is in the result dtype.
 
     Memory: the matrix product is the only array as large as the result.
     Clipping, ``1 - s`` and the diagonal are written into it in place where
@@ -150,8 +148,6 @@ def _pairwise(
         return set_diagonal(xp, mode, values, own, offset=start, owned=True)
 
     n = x.shape[-2]
-    if not cast:
-        return xp, block(0, None), result_dtype
     if result_dtype == compute_dtype or not writable_in_place(xp, mode, unit_x) or n < 2:
         return xp, xp.astype(block(0, None), result_dtype, copy=False), result_dtype
     # Half precision: float32 blocks written into the result as they come.
@@ -162,36 +158,6 @@ def _pairwise(
         stop = min(start + step, n)
         result[..., start:stop, :] = block(start, stop)
     return xp, result, result_dtype
-
-
-def similarity_matrix(
-    xp: ModuleType,
-    mode: Mode,
-    x: Array,
-    y: Array | None,
-    eps: object,
-    names: tuple[str, str] = ("x", "y"),
-) -> tuple[Array, Any]:
-    """``(similarity, result_dtype)``, the similarity clipped and in the compute dtype.
-
-    The core of the losses built on the pairwise similarity (the contrastive
-    family): they reduce it, so it stays in float32 for half-precision inputs.
-    With ``y=None`` its diagonal is 1 for nonzero rows, as in
-    `pairwise_cosine_similarity`. ``xp`` and ``mode`` are the caller's,
-    resolved from all of its arguments.
-    """
-    _, similarity, result_dtype = _pairwise(
-        x,
-        y,
-        eps,
-        xp,
-        distance=False,
-        zero_diagonal=False,
-        cast=False,
-        resolved=(xp, mode),
-        names=names,
-    )
-    return similarity, result_dtype
 
 
 def pairwise_cosine_similarity(

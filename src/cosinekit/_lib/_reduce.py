@@ -19,7 +19,10 @@ REDUCTIONS = ("none", "sum", "mean")
 def reduce_loss(xp: ModuleType, loss: Array, weights: Array | None, reduction: str) -> Array:
     """Reduce per-example ``loss`` (weighted by ``weights``, or all ones) by ``reduction``.
 
-    A zero denominator gives 0, never NaN; a mean over no examples is 0.
+    A zero denominator gives 0, never NaN; a mean over no examples is 0,
+    still connected to ``loss`` (a backward pass through it works and gives
+    zero gradients: a process with no rows takes part in the collectives
+    of a distributed backward).
     """
     weighted = loss if weights is None else weights * loss
     if reduction == "none":
@@ -37,5 +40,6 @@ def reduce_loss(xp: ModuleType, loss: Array, weights: Array | None, reduction: s
             denominator = xp.sum(xp.ones_like(loss))
         else:
             # A Python number: no scalar array to copy to the device.
-            return total / count if count else xp.zeros_like(total)
+            # No examples: the empty sum itself, 0 and connected to the inputs.
+            return total / count if count else total
     return safe_divide(xp, total, denominator)

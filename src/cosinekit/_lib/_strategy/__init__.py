@@ -19,7 +19,7 @@ nothing outside this package asks which library it runs on (a lint rule:
     a trace.
 ``rows``
     Row reductions (dot, norm, the fast path's three sums and its one range
-    check) and the log-softmax parts, each in its fastest form.
+    check), each in its fastest form.
 ``inplace``
     In-place writes into fresh results, where the library and the mode
     allow them (memory of the pairwise results).
@@ -28,4 +28,9 @@ nothing outside this package asks which library it runs on (a lint rule:
 ``dask``
     The searches on Dask: one task per pair of chunks, with the chunk's
     own eager kernel.
+``tiles``
+    The tiled contrastive losses: the loop over tiles (a ``lax.fori_loop``
+    under a JAX trace), the tile size ``block_size=None`` picks, and a
+    hand-written reverse rule (``jax.custom_vjp``, a PyTorch
+    ``autograd.Function``).
 """

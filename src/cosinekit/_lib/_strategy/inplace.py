@@ -10,6 +10,11 @@ traces the call. JAX gets a functional ``.at[].set`` (in place under
 ``jit``), PyTorch with autograd ``diagonal_scatter``; everything else (Dask,
 array-api-strict) a ``where`` against a mask broadcast from two ``arange``,
 lazily and chunk by chunk on Dask.
+
+The tiles of the contrastive losses (``times``, ``exp_minus``, ``plus``)
+are written in place for the same reason, and because a fresh allocation
+of a tile costs as much as a pass over it: the dense one-tile form would
+otherwise write several arrays as large as the logit matrix.
 """
 
 from __future__ import annotations
@@ -35,6 +40,38 @@ def writable_in_place(xp: ModuleType, mode: Mode, x: Array) -> bool:
             mode.autodiff is Autodiff.TORCH_AUTOGRAD and not x.requires_grad
         )
     return False
+
+
+def times(xp: ModuleType, mode: Mode, x: Array, factor: Any, *, owned: bool) -> Array:
+    """``x * factor`` (``factor`` broadcasts to ``x``), in place where ``x`` is owned."""
+    if owned and writable_in_place(xp, mode, x):
+        if is_numpy_namespace(xp):
+            return np.multiply(x, factor, out=x)
+        return x.mul_(factor)
+    return x * factor
+
+
+def exp_minus(xp: ModuleType, mode: Mode, x: Array, shift: Array, *, owned: bool) -> Array:
+    """``exp(x - shift)`` (``shift`` broadcasts to ``x``), in place where ``x`` is owned.
+
+    Otherwise one array is written: the difference, then its exponential in
+    place where the library allows.
+    """
+    if not writable_in_place(xp, mode, x):
+        return xp.exp(x - shift)
+    if is_numpy_namespace(xp):
+        y = np.subtract(x, shift, out=x if owned else None)
+        return np.exp(y, out=y)
+    return (x.sub_(shift) if owned else x - shift).exp_()
+
+
+def plus(xp: ModuleType, mode: Mode, x: Array, y: Array, *, owned: bool) -> Array:
+    """``x + y``, in place where ``x`` is owned."""
+    if owned and writable_in_place(xp, mode, x):
+        if is_numpy_namespace(xp):
+            return np.add(x, y, out=x)
+        return x.add_(y)
+    return x + y
 
 
 def one_minus(xp: ModuleType, mode: Mode, x: Array, *, owned: bool) -> Array:

@@ -21,14 +21,6 @@
     The fast path squares values that may overflow or be inf or NaN, by
     design: such rows are detected and recomputed. NumPy (and
     array-api-strict, which wraps it) would warn about it; nothing else does.
-``log_softmax_parts``
-    The standard has neither log-softmax nor log-sum-exp. PyTorch's
-    ``log_softmax`` is one fused kernel each way (its ``logsumexp`` on the
-    CPU is several passes), so there the entry is picked from it. Elsewhere
-    the entry is picked from the logits and the row's log-sum-exp
-    subtracted, so the ``(n, m)`` log-probabilities are never written, as
-    optax's cross-entropy does. All of them shift by the maximum, so nothing
-    overflows at any temperature, and a NaN in the row gives NaN.
 """
 
 from __future__ import annotations
@@ -45,7 +37,6 @@ from array_api_compat import (
     is_torch_namespace,
 )
 
-from .autodiff import stop_gradient
 from .mode import Autodiff, Mode
 
 Array = Any
@@ -133,23 +124,3 @@ def quiet_overflow(xp: ModuleType) -> contextlib.AbstractContextManager[Any]:
 
 
 _NO_CONTEXT = contextlib.nullcontext()  # reusable, and it costs nothing to enter
-
-
-def log_softmax_parts(xp: ModuleType, x: Array, axis: int) -> tuple[Array, Array | None]:
-    """``(matrix, normalizer)``: ``log_softmax(x)`` along ``axis`` is ``matrix - normalizer``.
-
-    ``normalizer`` is the log-sum-exp per slice (``axis`` removed), shifted
-    by the maximum (no overflow), or None where ``matrix`` is already the
-    log-softmax. The caller picks its entries from ``matrix`` first.
-    """
-    if is_torch_namespace(xp):
-        import torch
-
-        return torch.nn.functional.log_softmax(x, dim=axis), None
-    if is_jax_namespace(xp):
-        import jax
-
-        return x, jax.nn.logsumexp(x, axis=axis)
-    shift = stop_gradient(xp, xp.max(x, axis=axis, keepdims=True))
-    total = xp.sum(xp.exp(x - shift), axis=axis)
-    return x, xp.squeeze(shift, axis=axis) + xp.log(total)
