@@ -182,7 +182,9 @@ ROWS: list[Row] = [
     Row("pairwise_cosine_distance", lambda rng: {"x": _embeddings(rng, 4), "y": _plain(rng, 3)}),
     Row("cosine_topk", _search, options={"k": 2}),
     Row("cosine_range_search", _search, options={"threshold": 0.3}),
-    Row("cosine_similar_pairs", lambda rng: {"x": _embeddings(rng, 6)}, options={"threshold": 0.2}),
+    Row(
+        "cosine_similar_pairs", lambda rng: {"x": _embeddings(rng, 6)}, options={"threshold": 0.2}
+    ),
     Row(
         "cosine_communities",
         lambda rng: {"x": _embeddings(rng, 8)},

@@ -241,7 +241,7 @@ def mine_hard_negatives(
     relative_margin: float | None = None,
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's first ``k`` non-positive keys (by descending similarity) passing the filters."""
+    """Each query's first ``k`` non-positive keys, by descending similarity, that pass."""
     similarity = cosine_similarity_matrix(queries, keys)
     n, m = similarity.shape
     low, high = rank_range or (0, math.inf)

@@ -23,9 +23,9 @@ from test_topk import axis_keys
 
 import cosinekit as ck
 from _references import _unit
-from _references import cosine_similarity_matrix as reference
 from _references import cosine_communities as brute_communities
 from _references import cosine_similar_pairs as brute_similar_pairs
+from _references import cosine_similarity_matrix as reference
 from _references import mine_hard_negatives as brute_negatives
 from _support import Backend, asarray, counting_dask_computes, to_numpy, xp_assert_equal
 
@@ -544,7 +544,9 @@ def test_mining_on_an_eager_accelerator(stand_in_gpu: None) -> None:
     indices, values = ck.mine_hard_negatives(
         torch.asarray(queries), torch.asarray(keys), torch.asarray(bad), k=3, margin=0.01
     )
-    reference_indices, reference_values = brute_negatives(queries, keys, positives, k=3, margin=0.01)
+    reference_indices, reference_values = brute_negatives(
+        queries, keys, positives, k=3, margin=0.01
+    )
     reference_indices[1], reference_values[1] = -1, np.nan
     np.testing.assert_array_equal(indices.numpy(), reference_indices)
     np.testing.assert_allclose(values.numpy(), reference_values, rtol=0, atol=1e-14)

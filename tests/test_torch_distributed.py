@@ -338,7 +338,9 @@ def info_nce_module_case(
     learned = options.get("learn_temperature", False)
     temperature = options.get("temperature", 0.05)
     function_options = {
-        k: v for k, v in options.items() if k not in ("learn_temperature", "temperature")
+        k: v
+        for k, v in options.items()
+        if k not in ("learn_temperature", "temperature", "block_size")
     }
 
     def reference(encoder: Any, log_scale: Any) -> Any:
@@ -354,13 +356,12 @@ def info_nce_module_case(
 
 @CHECKS.add
 def info_nce_module_gives_the_single_process_loss_and_gradient(me: Rank) -> None:
-    for counts in row_counts(me.world_size):
-        # An empty global batch included; on one process that is the plain
-        # function's empty batch (the contrastive tests).
-        if sum(counts) or me.world_size > 1:
-            info_nce_module_case(me, counts, [0] * me.world_size)
+    for counts in row_counts(me.world_size):  # an empty global batch included
+        info_nce_module_case(me, counts, [0] * me.world_size)
     counts = [2, 5, 1][: me.world_size]
     info_nce_module_case(me, counts, [0] * me.world_size, reduction="sum", temperature=0.2)
+    # Tiles of 2 x 2 over the gathered keys: the untiled single-process loss.
+    info_nce_module_case(me, [3, 4, 2][: me.world_size], [1, 0, 2][: me.world_size], block_size=2)
 
 
 @CHECKS.add
@@ -418,7 +419,7 @@ def info_nce_module_with_labels_among_the_gathered_keys(me: Rank) -> None:
     check_module_on_ranks(me, module, (queries[mine], keys[mine], labels[mine]), reference)
 
 
-def simclr_case(me: Rank, items: list[int]) -> None:
+def simclr_case(me: Rank, items: list[int], **module_options: Any) -> None:
     """Rank r holds two views of its ``items[r]`` items, labelled with their global ids.
 
     The reference is SimCLR's layout on one process: ``concat(z1, z2)`` of
@@ -435,7 +436,7 @@ def simclr_case(me: Rank, items: list[int]) -> None:
 
     rank_views = np.concatenate([first[mine], second[mine]])
     rank_labels = np.concatenate([ids[mine], ids[mine]])
-    module = ckt.NTXentLoss(0.2, gather=True)
+    module = ckt.NTXentLoss(0.2, gather=True, **module_options)
     check_module_on_ranks(me, module, (rank_views, rank_labels), reference)
 
 
@@ -443,6 +444,7 @@ def simclr_case(me: Rank, items: list[int]) -> None:
 def ntxent_module_simclr_with_global_ids(me: Rank) -> None:
     simclr_case(me, [2, 0, 3][: me.world_size])
     simclr_case(me, [1, 3, 0][: me.world_size])
+    simclr_case(me, [3, 2, 4][: me.world_size], block_size=3)  # tiles over the gathered rows
 
 
 @CHECKS.add

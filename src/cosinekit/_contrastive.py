@@ -32,8 +32,8 @@ from ._lib._validation import (
     choice,
     flag,
     floating_dtypes,
-    integer,
     namespace_of,
+    positive_integer,
     positive_scalar,
     resolve,
 )
@@ -66,16 +66,6 @@ def _check_vector(labels: Array, n: int | None, name: str, like: Array, owner: s
     if labels.ndim != 1 or (isinstance(n, int) and isinstance(size, int) and size != n):
         msg = f"{name} must have shape ({n},), got shape {tuple(labels.shape)}"
         raise ValueError(msg)
-
-
-def _block_size(value: object) -> int | None:
-    if value is None:
-        return None
-    block = integer(value, "block_size")
-    if block < 1:
-        msg = f"block_size must be a positive integer or None, got {block}"
-        raise ValueError(msg)
-    return block
 
 
 def info_nce_loss(
@@ -208,7 +198,7 @@ def info_nce_loss(
     """
     reduction = choice(reduction, REDUCTIONS, "reduction")
     symmetric = flag(symmetric, "symmetric")
-    block = _block_size(block_size)
+    block = None if block_size is None else positive_integer(block_size, "block_size")
     arrays, names = _arrays(
         queries=queries,
         keys=keys,
@@ -373,7 +363,7 @@ def ntxent_loss(
     0.296460
 
     """
-    block = _block_size(block_size)
+    block = None if block_size is None else positive_integer(block_size, "block_size")
     arrays, names = _arrays(embeddings=embeddings, labels=labels, temperature=temperature)
     xp, mode = resolve(*arrays, names=names, xp=xp)
     if embeddings.ndim != 2:

@@ -18,11 +18,10 @@ import torch
 from ._lib._cache_args import (
     common_rows,
     per_role,
-    positive_chunk_size,
     role_batches,
     slice_bounds,
 )
-from ._lib._validation import _type_name
+from ._lib._validation import _type_name, positive_integer
 
 Tensor = Any
 # The CPU generator's state, then (device, state) for each accelerator generator.
@@ -153,7 +152,7 @@ def cached_backward(
     if not callable(loss_fn):
         msg = f"loss_fn must be callable, got {_type_name(loss_fn)}"
         raise TypeError(msg)
-    size = positive_chunk_size(chunk_size)
+    size = positive_integer(chunk_size, "chunk_size")
     batches = role_batches(inputs)
     rows = [_batch_rows(batch, role) for role, batch in enumerate(batches)]
     per_role_encoders = per_role(encoders, len(batches), "encoders", _ENCODER_SEQUENCES)

@@ -26,9 +26,8 @@ import torch
 import torch.distributed as dist
 
 from ._contrastive import info_nce_loss, ntxent_loss
-from ._lib._strategy.autodiff import stop_gradient
-from ._lib._validation import positive_scalar, resolve, rows_of
-from ._pairwise import pairwise_cosine_similarity
+from ._lib._contrastive_core import ntxent_sums
+from ._lib._validation import floating_dtypes, positive_scalar, resolve, rows_of
 
 Tensor = Any
 
@@ -264,6 +263,7 @@ def info_nce_share(
     symmetric: bool,
     reduction: str,
     eps: float | None,
+    block_size: int | None = None,
 ) -> Tensor:
     """`info_nce_loss` of this rank's queries against every rank's keys, as its share.
 
@@ -276,7 +276,7 @@ def info_nce_share(
     this rank's rows of the per-query losses. Without a process group of
     more than one process: `info_nce_loss`.
     """
-    options: dict[str, Any] = {"temperature": temperature, "eps": eps}
+    options: dict[str, Any] = {"temperature": temperature, "eps": eps, "block_size": block_size}
     if not gathering():
         return info_nce_loss(
             queries, keys, labels=labels, symmetric=symmetric, reduction=reduction, **options
@@ -316,7 +316,12 @@ def info_nce_share(
 
 
 def ntxent_share(
-    embeddings: Tensor, labels: Tensor, *, temperature: float, eps: float | None
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float,
+    eps: float | None,
+    block_size: int | None = None,
 ) -> Tensor:
     """`ntxent_loss` of this rank's rows as anchors against every rank's rows, as its share.
 
@@ -327,7 +332,9 @@ def ntxent_share(
     process: `ntxent_loss`.
     """
     if not gathering():
-        return ntxent_loss(embeddings, labels, temperature=temperature, eps=eps)
+        return ntxent_loss(
+            embeddings, labels, temperature=temperature, eps=eps, block_size=block_size
+        )
     names = ("embeddings", "labels")
     xp, mode = resolve(embeddings, labels, names=names, xp=None)
     rows_of(embeddings, "embeddings")
@@ -339,7 +346,10 @@ def ntxent_share(
     counts, _ = row_counts((embeddings, labels), names, None)
     every_embedding = gather_rows(embeddings, counts, None)
     every_label = gather_rows(labels, counts, None)
-    total, count = _ntxent_sums(
+    result_dtype, compute_dtype = floating_dtypes(xp, embeddings)
+    like = torch.zeros((), dtype=compute_dtype, device=embeddings.device)
+    scalar = positive_scalar(xp, mode, temperature, "temperature", like, inverse=True)
+    total, count = ntxent_sums(
         xp,
         mode,
         embeddings,
@@ -347,59 +357,10 @@ def ntxent_share(
         every_embedding,
         every_label,
         sum(counts[:rank]),
-        temperature,
+        scalar,
+        block_size,
         eps,
     )
     dist.all_reduce(count)
-    share = total * world_size / count.clamp(min=1).to(total.dtype)  # 0 without pairs
-    floating = embeddings.is_floating_point()
-    return share.to(embeddings.dtype if floating else torch.get_default_dtype())
-
-
-def _ntxent_sums(
-    xp: Any,
-    mode: Any,
-    anchors: Tensor,
-    anchor_labels: Tensor,
-    embeddings: Tensor,
-    labels: Tensor,
-    anchor_offset: int,
-    temperature: float,
-    eps: float | None,
-) -> tuple[Tensor, Tensor]:
-    """The sum of the pair losses of the anchor rows, and their number of positive pairs.
-
-    Anchor ``i`` is row ``anchor_offset + i`` of ``embeddings`` (no pair
-    with itself); its pairs and negatives are the rows of ``embeddings``.
-    The sum is in float32 for half-precision inputs, the count an int64.
-
-    INTERIM: `ntxent_loss`'s formula, restricted to the anchor rows, written
-    here in torch until the contrastive core's private NT-Xent sums (the
-    same quantity, tiled) are on main; this is then replaced by that core.
-    "Has a negative" is a property of the labels, so a NaN row among the
-    negatives makes its anchors' losses NaN.
-    """
-    similarity = pairwise_cosine_similarity(anchors, embeddings, eps=eps)
-    if similarity.dtype in (torch.float16, torch.bfloat16):
-        similarity = similarity.float()
-    scalar = positive_scalar(xp, mode, temperature, "temperature", similarity, inverse=True)
-    logits = similarity / scalar
-    n, m = similarity.shape
-    same = anchor_labels[:, None] == labels[None, :]
-    rows = torch.arange(n, device=similarity.device) + anchor_offset
-    itself = rows[:, None] == torch.arange(m, device=similarity.device)[None, :]
-    positive = same & ~itself
-    count = positive.sum()
-    if n == 0:  # still connected to the gathered rows: the backward's gathers
-        return logits.sum(), count
-    negative = ~same
-    zeros = torch.zeros_like(logits)
-    floor = torch.full_like(logits, -1.0) / scalar
-    largest = stop_gradient(xp, torch.where(negative, logits, floor).amax(dim=1, keepdim=True))
-    shifted = torch.exp(torch.where(negative, logits - largest, zeros))
-    scaled = torch.where(negative, shifted, zeros).sum(dim=1, keepdim=True)
-    has_negative = negative.any(dim=1, keepdim=True)
-    log_negatives = largest + torch.log(torch.where(has_negative, scaled, torch.ones_like(scaled)))
-    # -log(e^a / (e^a + S)) = log(1 + S e^-a), one logaddexp per pair.
-    pair_loss = torch.where(has_negative, torch.logaddexp(zeros, log_negatives - logits), zeros)
-    return torch.where(positive, pair_loss, zeros).sum(), count
+    share = total * world_size / count.clamp(min=1)  # 0 without pairs
+    return share.to(result_dtype)

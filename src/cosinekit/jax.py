@@ -42,8 +42,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._lib._cache_args import common_rows, per_role, positive_chunk_size, role_batches
-from ._lib._validation import _type_name
+from ._lib._cache_args import common_rows, per_role, role_batches
+from ._lib._validation import _type_name, positive_integer
 
 __all__ = ["cached_value_and_grad"]
 
@@ -159,7 +159,7 @@ def cached_value_and_grad(
     if not callable(loss_fn):
         msg = f"loss_fn must be callable, got {_type_name(loss_fn)}"
         raise TypeError(msg)
-    size = positive_chunk_size(chunk_size)
+    size = positive_integer(chunk_size, "chunk_size")
     batches = role_batches(inputs)
     rows = [_batch_rows(batch, role) for role, batch in enumerate(batches)]
     encoders = per_role(encode, len(batches), "encode")

@@ -35,7 +35,14 @@ import torch
 
 from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
 from ._lib._reduce import REDUCTIONS, WEIGHTED_REDUCTIONS
-from ._lib._validation import choice, finite_real, flag, integer, positive_number
+from ._lib._validation import (
+    choice,
+    finite_real,
+    flag,
+    integer,
+    positive_integer,
+    positive_number,
+)
 from ._losses import cosine_distance_loss, cosine_embedding_loss
 from ._torch_cache import cached_backward
 from ._torch_distributed import all_gather, info_nce_share, ntxent_share
@@ -62,6 +69,10 @@ def _eps(value: object, name: str) -> float | None:
     return None if value is None else positive_number(value, name)
 
 
+def _block_size(value: object, name: str) -> int | None:
+    return None if value is None else positive_integer(value, name)
+
+
 # How every constructor checks each of its arguments, by name: the checks
 # the functions make, less those that need the inputs' dtype (whether
 # 1 / temperature overflows it), which the first call makes.
@@ -76,6 +87,7 @@ _CHECKS = {
     "swap": flag,
     "learn_temperature": flag,
     "gather": flag,
+    "block_size": _block_size,
 }
 
 
@@ -181,9 +193,10 @@ class InfoNCELoss(_Loss):
         ``state_dict`` report the clamped value, the one the next forward
         pass uses (``state_dict(keep_vars=True)`` hands over the parameter
         itself).
-    symmetric, reduction, eps
+    symmetric, reduction, eps, block_size
         As in `cosinekit.info_nce_loss`; ``forward(queries, keys,
-        labels=None)`` takes the labels.
+        labels=None)`` takes the labels. With ``gather``, ``block_size``
+        tiles this rank's queries against the gathered keys.
     gather : bool, optional
         Under an initialized ``torch.distributed`` process group of ``W > 1``
         processes, each rank passes its own batch; the keys of every rank
@@ -223,9 +236,10 @@ class InfoNCELoss(_Loss):
         symmetric: bool = False,
         reduction: str = "mean",
         eps: float | None = None,
+        block_size: int | None = None,
         gather: bool = False,
     ) -> None:
-        super().__init__(symmetric=symmetric, reduction=reduction, eps=eps)
+        super().__init__(symmetric=symmetric, reduction=reduction, eps=eps, block_size=block_size)
         temperature = _checked("temperature", temperature)
         self.learn_temperature = _checked("learn_temperature", learn_temperature)
         self.gather = _checked("gather", gather)
@@ -317,9 +331,10 @@ class NTXentLoss(_Loss):
 
     Parameters
     ----------
-    temperature, eps
+    temperature, eps, block_size
         As in `cosinekit.ntxent_loss`; ``temperature`` a positive Python
-        number.
+        number. With ``gather``, ``block_size`` tiles this rank's anchors
+        against the gathered rows.
     gather : bool, optional
         Under an initialized ``torch.distributed`` process group of ``W > 1``
         processes, each rank passes its own embeddings and labels; those of
@@ -341,9 +356,14 @@ class NTXentLoss(_Loss):
     """
 
     def __init__(
-        self, temperature: float = 0.07, *, eps: float | None = None, gather: bool = False
+        self,
+        temperature: float = 0.07,
+        *,
+        eps: float | None = None,
+        block_size: int | None = None,
+        gather: bool = False,
     ) -> None:
-        super().__init__(temperature=temperature, eps=eps)
+        super().__init__(temperature=temperature, eps=eps, block_size=block_size)
         self.gather = _checked("gather", gather)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -30,9 +30,9 @@ from ._strategy.select import search_prunes
 from ._validation import (
     flag,
     floating_dtypes,
-    integer,
     known_size,
     namespace_of,
+    positive_integer,
     real_number,
     resolve,
     rows_of,
@@ -346,12 +346,9 @@ class SearchInputs:
             raise ValueError(msg)
         self.n = known_size(queries, 0, names[0])
         self.m = self.n if keys is None else known_size(keys, 0, names[1])
-        self.chunk_size: int | None = None
-        if chunk_size is not None:
-            self.chunk_size = integer(chunk_size, "chunk_size")
-            if self.chunk_size <= 0:
-                msg = f"chunk_size must be positive, got {self.chunk_size}"
-                raise ValueError(msg)
+        self.chunk_size = (
+            None if chunk_size is None else positive_integer(chunk_size, "chunk_size")
+        )
         self.exclude_self = flag(exclude_self, "exclude_self")
         if self.exclude_self and self.n > self.m:
             msg = (

@@ -10,16 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from ._validation import _type_name, integer
-
-
-def positive_chunk_size(chunk_size: object) -> int:
-    """``chunk_size`` as a positive ``int``: a ``TypeError`` or ``ValueError`` naming it."""
-    size = integer(chunk_size, "chunk_size")
-    if size <= 0:
-        msg = f"chunk_size must be positive, got {size}"
-        raise ValueError(msg)
-    return size
+from ._validation import _type_name
 
 
 def role_batches(inputs: object) -> list[Any]:

@@ -168,6 +168,15 @@ def integer(value: object, name: str) -> int:
     return int(value)
 
 
+def positive_integer(value: object, name: str) -> int:
+    """``value`` as a positive ``int``: a ``TypeError`` or ``ValueError`` naming it."""
+    number = integer(value, name)
+    if number <= 0:
+        msg = f"{name} must be positive, got {number}"
+        raise ValueError(msg)
+    return number
+
+
 def known_size(x: Array, axis: int, name: str) -> int:
     """The size of ``x`` along ``axis``; an unknown (lazy) size is a ``ValueError``."""
     size = x.shape[axis]
