@@ -47,7 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "backends(*names): the test needs one of these backends; it is not collected "
-        "in a session that tests none of them (no skip in the body)",
+        "in a session that tests none of them (no skip in the body), and a test taking "
+        "the xp fixture runs on these backends only",
     )
     config.addinivalue_line(
         "markers",
@@ -71,17 +72,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     run_backend_free = requested is None or os.environ.get(BACKEND_FREE_ENV) == "1"
     kept, dropped = [], []
     for item in items:
-        marker = item.get_closest_marker("backends")
-        wanted = {Backend(name) for name in marker.args} if marker else None
-        if (wanted is not None and requested is not None and not wanted & requested) or (
-            item.get_closest_marker("backend_free") and not run_backend_free
+        if _wanted(item, requested) and (
+            run_backend_free or not item.get_closest_marker("backend_free")
         ):
-            dropped.append(item)
-        else:
             kept.append(item)
+        else:
+            dropped.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def _wanted(item: pytest.Item, requested: set[Backend] | None) -> bool:
+    """Whether ``item`` tests a backend its ``backends`` markers allow.
+
+    Each ``backends`` marker (on the function, its class or module, or on
+    one parameter set, as ``pytest.param(..., marks=...)``) narrows the
+    backends: a session must test one of them, and an item parametrized by
+    the ``library`` fixture must have one of them as its own.
+    """
+    wanted = set(Backend)
+    for marker in item.iter_markers("backends"):
+        wanted &= {Backend(name) for name in marker.args}
+    if requested is not None and not wanted & requested:
+        return False
+    callspec = getattr(item, "callspec", None)
+    library = callspec.params.get("library") if callspec is not None else None
+    return library is None or library in wanted
 
 
 def _selected() -> list[Backend]:

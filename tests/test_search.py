@@ -8,15 +8,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from test_topk import axis_keys, similarity_matrix
 
 import cosinekit as ck
 from _support import (
+    HAS_FLOAT16,
     Backend,
     asarray,
     counting_dask_computes,
+    numpy_matrix,
+    property_settings,
     to_numpy,
     xp_assert_close,
     xp_assert_equal,
@@ -112,8 +115,7 @@ def check_range(
 # --- exclude_self ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 5, 16, None])
-@pytest.mark.parametrize("k", [1, 4, 15])
+@pytest.mark.parametrize(("chunk_size", "k"), numpy_matrix([1, 3, 5, 16, None], [1, 4, 15]))
 def test_exclude_self_matches_brute_force(xp: ModuleType, chunk_size: int | None, k: int) -> None:
     items = RNG.standard_normal((16, 5))
     check_topk(xp, items, items, k, chunk_size=chunk_size, exclude_self=True)
@@ -178,8 +180,9 @@ def test_exclude_self_must_be_bool(xp: ModuleType) -> None:
 # --- range search ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 9, None])
-@pytest.mark.parametrize("threshold", [-1.5, -0.2, 0.0, 0.35, 0.9])
+@pytest.mark.parametrize(
+    ("chunk_size", "threshold"), numpy_matrix([1, 4, 9, None], [-1.5, -0.2, 0.0, 0.35, 0.9])
+)
 def test_range_matches_brute_force(
     xp: ModuleType, chunk_size: int | None, threshold: float
 ) -> None:
@@ -220,9 +223,9 @@ def test_range_empty_inputs(xp: ModuleType, n: int, m: int) -> None:
     np.testing.assert_array_equal(to_numpy(cols), np.zeros(0))
 
 
-def test_range_float32_and_half(xp: ModuleType, library: Backend) -> None:
-    if not pairs_allowed(xp):
-        pytest.skip("no pairs without data-dependent shapes (test_range_under_tracing)")
+# No pairs without data-dependent shapes (see test_range_under_tracing_is_a_type_error).
+@pytest.mark.backends("numpy", "torch", "jax", "dask", "array_api_strict", "cupy")
+def test_range_float32(xp: ModuleType) -> None:
     queries = RNG.standard_normal((6, 8))
     keys = RNG.standard_normal((30, 8))
     rows, cols, values = ck.cosine_range_search(
@@ -239,11 +242,17 @@ def test_range_float32_and_half(xp: ModuleType, library: Backend) -> None:
     np.testing.assert_allclose(
         to_numpy(values), similarity[to_numpy(rows), to_numpy(cols)], rtol=0, atol=1e-6
     )
-    float16 = getattr(xp, "float16", None)
-    if float16 is None:
-        pytest.skip(f"{library.value} has no float16")
-    half = ck.cosine_range_search(asarray(xp, queries, float16), asarray(xp, keys, float16), 0.3)
-    assert half[2].dtype == float16
+
+
+# Half precision: the namespaces that have float16.
+@HAS_FLOAT16
+def test_range_half(xp: ModuleType) -> None:
+    queries = RNG.standard_normal((6, 8))
+    keys = RNG.standard_normal((30, 8))
+    half = ck.cosine_range_search(
+        asarray(xp, queries, xp.float16), asarray(xp, keys, xp.float16), 0.3
+    )
+    assert half[2].dtype == xp.float16
 
 
 @pytest.mark.parametrize(
@@ -278,9 +287,9 @@ def test_range_shape_and_option_errors(xp: ModuleType) -> None:
         )
 
 
-def test_range_against_sklearn_and_faiss(xp: ModuleType, library: Backend) -> None:
-    if library not in (Backend.NUMPY, Backend.TORCH):
-        pytest.skip("sklearn and faiss take NumPy arrays; NumPy and torch compare with them")
+# scikit-learn and faiss take NumPy arrays; NumPy and PyTorch compare with them.
+@pytest.mark.backends("numpy", "torch")
+def test_range_against_sklearn_and_faiss(xp: ModuleType) -> None:
     from sklearn.neighbors import NearestNeighbors
 
     rng = np.random.default_rng(8)
@@ -315,9 +324,8 @@ def test_range_against_sklearn_and_faiss(xp: ModuleType, library: Backend) -> No
         )
 
 
-def test_topk_against_faiss(xp: ModuleType, library: Backend) -> None:
-    if library not in (Backend.NUMPY, Backend.TORCH):
-        pytest.skip("faiss takes NumPy arrays; NumPy and torch compare with it")
+@pytest.mark.backends("numpy", "torch")  # faiss takes NumPy arrays
+def test_topk_against_faiss(xp: ModuleType) -> None:
     faiss = pytest.importorskip("faiss")
     rng = np.random.default_rng(9)
     items = rng.standard_normal((500, 24), dtype=np.float32)
@@ -332,6 +340,8 @@ def test_topk_against_faiss(xp: ModuleType, library: Backend) -> None:
     np.testing.assert_allclose(to_numpy(values), their_values[:, 1:], atol=2e-6)
 
 
+# Eager and lazy backends return the pairs (the tests above).
+@pytest.mark.backends("jax", "torch", "array_api_strictest")
 def test_range_under_tracing_is_a_type_error(xp: ModuleType, library: Backend) -> None:
     items = RNG.standard_normal((4, 3))
     if library is Backend.JAX:
@@ -351,19 +361,16 @@ def test_range_under_tracing_is_a_type_error(xp: ModuleType, library: Backend) -
         # Dynamo reports the TypeError raised inside the graph as its cause.
         chain = [info.value, info.value.__cause__]
         assert any("TypeError" in type(error).__name__ for error in chain)
-    elif library is Backend.ARRAY_API_STRICTEST:
+    else:
         with pytest.raises(TypeError, match="cosine_topk"):
             ck.cosine_range_search(asarray(xp, items), asarray(xp, items), 0.5)
-    else:
-        pytest.skip(f"{library.value} runs eagerly or lazily: the search returns pairs")
 
 
 # --- Dask, JAX jit, progress ----------------------------------------------------
 
 
-def test_dask_range_is_lazy_with_unknown_length(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.DASK:
-        pytest.skip("laziness is a Dask property")
+@pytest.mark.backends("dask")
+def test_dask_range_is_lazy_with_unknown_length(xp: ModuleType) -> None:
     import dask
 
     items = axis_keys(21, 3, RNG)
@@ -381,9 +388,8 @@ def test_dask_range_is_lazy_with_unknown_length(xp: ModuleType, library: Backend
     np.testing.assert_array_equal(values, expected[2])
 
 
-def test_jax_jit_exclude_self(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.JAX:
-        pytest.skip("jax.jit is a JAX property")
+@pytest.mark.backends("jax")
+def test_jax_jit_exclude_self(xp: ModuleType) -> None:
     import jax
 
     items = axis_keys(13, 3, RNG)
@@ -426,9 +432,8 @@ def test_progress_reports_every_key_block(xp: ModuleType, library: Backend) -> N
         ck.cosine_topk(queries, keys, 2, progress=3)  # type: ignore[arg-type]
 
 
-def test_progress_under_jit_is_a_type_error(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.JAX:
-        pytest.skip("jax.jit is a JAX property")
+@pytest.mark.backends("jax")
+def test_progress_under_jit_is_a_type_error(xp: ModuleType) -> None:
     import jax
 
     items = asarray(xp, RNG.standard_normal((4, 3)))
@@ -436,9 +441,8 @@ def test_progress_under_jit_is_a_type_error(xp: ModuleType, library: Backend) ->
         jax.jit(lambda x: ck.cosine_topk(x, x, 2, progress=lambda d, t: None))(items)
 
 
-def test_numpy_peak_memory_is_bounded(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.NUMPY:
-        pytest.skip("tracemalloc sees NumPy's allocations")
+@pytest.mark.backend_free  # NumPy arrays only: tracemalloc sees NumPy's allocations
+def test_numpy_peak_memory_is_bounded() -> None:
     rng = np.random.default_rng(4)
     queries = rng.standard_normal((1500, 8), dtype=np.float32)
     keys = rng.standard_normal((120_000, 8), dtype=np.float32)
@@ -455,27 +459,26 @@ def test_numpy_peak_memory_is_bounded(xp: ModuleType, library: Backend) -> None:
 # --- properties -----------------------------------------------------------------
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    m=st.integers(2, 20),
-    d=st.integers(1, 4),
-    seed=st.integers(0, 2**32 - 1),
-    data=st.data(),
-)
-def test_property_exclude_self_and_range(
-    xp: ModuleType, m: int, d: int, seed: int, data: st.DataObject
-) -> None:
-    rng = np.random.default_rng(seed)
-    n = data.draw(st.integers(1, m), label="n")
-    k = data.draw(st.integers(1, m - 1), label="k")
-    chunk_size = data.draw(
-        st.one_of(st.none(), st.integers(max(1, m // 4), m + 2)), label="chunk_size"
+def test_property_exclude_self_and_range(xp: ModuleType, library: Backend) -> None:
+    @property_settings(library, 25)
+    @given(
+        m=st.integers(2, 20),
+        d=st.integers(1, 4),
+        seed=st.integers(0, 2**32 - 1),
+        data=st.data(),
     )
-    keys = axis_keys(m, d, rng)
-    queries = keys[:n].copy()
-    queries[rng.random(n) < 0.2] = rng.standard_normal(d)
-    check_topk(xp, queries, keys, k, chunk_size=chunk_size, exclude_self=True)
-    threshold = data.draw(st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), label="threshold")
-    check_range(xp, queries, keys, threshold, chunk_size=chunk_size, exclude_self=True)
+    def exclude_self_and_range(m: int, d: int, seed: int, data: st.DataObject) -> None:
+        rng = np.random.default_rng(seed)
+        n = data.draw(st.integers(1, m), label="n")
+        k = data.draw(st.integers(1, m - 1), label="k")
+        chunk_size = data.draw(
+            st.one_of(st.none(), st.integers(max(1, m // 4), m + 2)), label="chunk_size"
+        )
+        keys = axis_keys(m, d, rng)
+        queries = keys[:n].copy()
+        queries[rng.random(n) < 0.2] = rng.standard_normal(d)
+        check_topk(xp, queries, keys, k, chunk_size=chunk_size, exclude_self=True)
+        threshold = data.draw(st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), label="threshold")
+        check_range(xp, queries, keys, threshold, chunk_size=chunk_size, exclude_self=True)
+
+    exclude_self_and_range()

@@ -7,14 +7,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import cosinekit as ck
 from _support import (
+    HAS_FLOAT16,
     Backend,
     asarray,
     counting_dask_computes,
+    numpy_matrix,
+    property_settings,
     to_numpy,
     xp_assert_close,
     xp_assert_equal,
@@ -65,16 +68,18 @@ def check(xp: ModuleType, queries: np.ndarray, keys: np.ndarray, k: int, **optio
     xp_assert_close(values, expected_values, xp=xp, dtype=xp.float64, rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 7, 12, 13, 100, None])
-@pytest.mark.parametrize("k", [1, 5, 12])
+@pytest.mark.parametrize(
+    ("chunk_size", "k"), numpy_matrix([1, 3, 7, 12, 13, 100, None], [1, 5, 12])
+)
 def test_random_matches_brute_force(xp: ModuleType, chunk_size: int | None, k: int) -> None:
     queries = RNG.standard_normal((4, 5))
     keys = RNG.standard_normal((12, 5))
     check(xp, queries, keys, k, chunk_size=chunk_size)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 2, 3, 13, 14, 64, None])
-@pytest.mark.parametrize("k", [1, 4, 9, 13])
+@pytest.mark.parametrize(
+    ("chunk_size", "k"), numpy_matrix([1, 2, 3, 13, 14, 64, None], [1, 4, 9, 13])
+)
 def test_ties_go_to_the_smaller_index(xp: ModuleType, chunk_size: int | None, k: int) -> None:
     rng = np.random.default_rng(k)
     keys = axis_keys(13, 3, rng)
@@ -120,7 +125,7 @@ def test_nan_ranks_last(xp: ModuleType) -> None:
     xp_assert_equal(values, expected, xp=xp, dtype=xp.float64)
 
 
-def test_dtypes(xp: ModuleType, library: Backend) -> None:
+def test_dtypes(xp: ModuleType) -> None:
     queries = RNG.standard_normal((3, 4))
     keys = RNG.standard_normal((6, 4))
     expected_values, expected_indices = brute_force(queries, keys, 2)
@@ -129,11 +134,15 @@ def test_dtypes(xp: ModuleType, library: Backend) -> None:
     )
     xp_assert_close(values, expected_values, xp=xp, dtype=xp.float32, rtol=1e-5)
     xp_assert_equal(indices, expected_indices, xp=xp, dtype=_index_dtype(xp))
-    float16 = getattr(xp, "float16", None)
-    if float16 is None:
-        pytest.skip(f"{library.value} has no float16")
-    values, _ = ck.cosine_topk(asarray(xp, queries, float16), asarray(xp, keys, float16), 2)
-    xp_assert_close(values, expected_values, xp=xp, dtype=float16, rtol=2e-3, atol=2e-3)
+
+
+@HAS_FLOAT16
+def test_float16(xp: ModuleType) -> None:
+    queries = RNG.standard_normal((3, 4))
+    keys = RNG.standard_normal((6, 4))
+    expected_values, _ = brute_force(queries, keys, 2)
+    values, _ = ck.cosine_topk(asarray(xp, queries, xp.float16), asarray(xp, keys, xp.float16), 2)
+    xp_assert_close(values, expected_values, xp=xp, dtype=xp.float16, rtol=2e-3, atol=2e-3)
 
 
 def test_integer_inputs_promote(xp: ModuleType) -> None:
@@ -189,34 +198,32 @@ def test_shape_errors(
         ck.cosine_topk(asarray(xp, np.ones(q_shape)), asarray(xp, np.ones(k_shape)), 1)
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    n=st.integers(1, 6),
-    m=st.integers(1, 25),
-    d=st.integers(1, 4),
-    seed=st.integers(0, 2**32 - 1),
-    data=st.data(),
-)
-def test_property_ties_and_blocks(
-    xp: ModuleType, n: int, m: int, d: int, seed: int, data: st.DataObject
-) -> None:
-    rng = np.random.default_rng(seed)
-    k = data.draw(st.integers(1, m), label="k")
-    # Blocks of at least m / 4 rows keep the Dask graphs small; the tests
-    # above cover blocks of single rows.
-    chunk_size = data.draw(
-        st.one_of(st.none(), st.integers(max(1, m // 4), m + 2)), label="chunk_size"
+def test_property_ties_and_blocks(xp: ModuleType, library: Backend) -> None:
+    @property_settings(library, 30)
+    @given(
+        n=st.integers(1, 6),
+        m=st.integers(1, 25),
+        d=st.integers(1, 4),
+        seed=st.integers(0, 2**32 - 1),
+        data=st.data(),
     )
-    queries = rng.standard_normal((n, d))
-    queries[rng.random(n) < 0.2] = 0.0
-    check(xp, queries, axis_keys(m, d, rng), k, chunk_size=chunk_size)
+    def ties_and_blocks(n: int, m: int, d: int, seed: int, data: st.DataObject) -> None:
+        rng = np.random.default_rng(seed)
+        k = data.draw(st.integers(1, m), label="k")
+        # Blocks of at least m / 4 rows keep the Dask graphs small; the tests
+        # above cover blocks of single rows.
+        chunk_size = data.draw(
+            st.one_of(st.none(), st.integers(max(1, m // 4), m + 2)), label="chunk_size"
+        )
+        queries = rng.standard_normal((n, d))
+        queries[rng.random(n) < 0.2] = 0.0
+        check(xp, queries, axis_keys(m, d, rng), k, chunk_size=chunk_size)
+
+    ties_and_blocks()
 
 
-def test_dask_stays_lazy(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.DASK:
-        pytest.skip("laziness is a Dask property")
+@pytest.mark.backends("dask")
+def test_dask_stays_lazy(xp: ModuleType) -> None:
     import dask
 
     queries = RNG.standard_normal((10, 3))
@@ -231,9 +238,8 @@ def test_dask_stays_lazy(xp: ModuleType, library: Backend) -> None:
     np.testing.assert_allclose(computed_values, expected_values, rtol=0, atol=1e-15)
 
 
-def test_jax_jit(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.JAX:
-        pytest.skip("jax.jit is a JAX property")
+@pytest.mark.backends("jax")
+def test_jax_jit(xp: ModuleType) -> None:
     import jax
 
     queries = RNG.standard_normal((5, 3))
@@ -245,13 +251,12 @@ def test_jax_jit(xp: ModuleType, library: Backend) -> None:
     xp_assert_close(values, expected_values, xp=xp, dtype=xp.float64, rtol=0, atol=1e-15)
 
 
-def test_torch_gradient_flows_to_the_chosen_similarities(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("torch autograd")
+@pytest.mark.backends("torch")
+def test_torch_gradient_flows_to_the_chosen_similarities(xp: ModuleType) -> None:
     import torch
 
-    queries = torch.tensor(RNG.standard_normal((3, 4)), requires_grad=True)
-    keys = torch.tensor(RNG.standard_normal((7, 4)))
+    queries = asarray(xp, RNG.standard_normal((3, 4))).requires_grad_(True)
+    keys = asarray(xp, RNG.standard_normal((7, 4)))
     values, indices = ck.cosine_topk(queries, keys, 2, chunk_size=3)
     values.sum().backward()
     reference = queries.detach().clone().requires_grad_(True)
