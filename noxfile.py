@@ -52,6 +52,12 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # comma-separated), or it would take torch from PyPI, the CUDA build.
 if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
     os.environ["UV_FIND_LINKS"] = ",".join(os.environ["PIP_FIND_LINKS"].split())
+# uv, unlike pip, does not compile the installed modules to bytecode; with
+# PYTHONDONTWRITEBYTECODE set, every test process (each xdist worker, each
+# subprocess) would compile torch's and JAX's modules from source again
+# (about 4 s of CPU each). The sessions' Pythons may write their bytecode:
+# the first import of a module compiles it for the next processes.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # The CPU wheel of torch on this machine's disk is built for CPython 3.11.
@@ -103,12 +109,15 @@ def _run_tests(
     device: str = "cpu",
     *,
     backend_free: bool = False,
+    xdist: bool = True,
 ) -> None:
     """Install ``backends`` and run the tests on them.
 
     ``backend_free``: this session also runs the tests marked
     ``backend_free`` (those that test no backend of their own, see
-    tests/conftest.py), which every other session leaves out.
+    tests/conftest.py), which every other session leaves out. ``xdist``:
+    run the tests on every core (`XDIST`); where they take seconds in one
+    process, starting the workers would cost more than it saves.
     """
     unknown = [b for b in backends if b not in BACKEND_DEPS]
     if unknown:
@@ -143,7 +152,7 @@ def _run_tests(
         # kept in the session's folder and so empty on a fresh clone.
         env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(session.create_tmp(), "jax-cache")
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    session.run("pytest", *XDIST, *session.posargs, env=env)
+    session.run("pytest", *(XDIST if xdist else []), *session.posargs, env=env)
 
 
 # pytest-xdist: one worker per core; a worker that finishes early takes
@@ -158,7 +167,8 @@ def numpy(session: nox.Session) -> None:
     The 3.11 session also runs the backend-free tests, with every CPU backend
     installed for the demo and the benchmarks' smoke run.
     """
-    _run_tests(session, ["numpy"], backend_free=session.python == BACKEND_PYTHON)
+    backend_free = session.python == BACKEND_PYTHON
+    _run_tests(session, ["numpy"], backend_free=backend_free, xdist=backend_free)
     doctests = ["--doctest-modules", "src/cosinekit", "-p", "no:cacheprovider"]
     if session.python != BACKEND_PYTHON:
         # cosinekit.torch and the autograd Functions import torch, whose CPU
@@ -191,7 +201,7 @@ def dask(session: nox.Session) -> None:
 @nox.session(python=BACKEND_PYTHON)
 def array_api_strict(session: nox.Session) -> None:
     """Tests on array-api-strict, with its default and its strictest flags."""
-    _run_tests(session, ["array_api_strict", "array_api_strictest"])
+    _run_tests(session, ["array_api_strict", "array_api_strictest"], xdist=False)
 
 
 @nox.session(python=BACKEND_PYTHON)

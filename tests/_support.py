@@ -301,10 +301,12 @@ def property_settings(library: Backend, max_examples: int) -> hypothesis.setting
 
     A property holds the same on every backend, and NumPy, where an example
     costs microseconds, draws the full budget. The other backends draw a
-    third of it (at least 5): each example there pays per-call overheads,
-    and on JAX every new shape compiles its operations.
+    third of it, JAX and Dask a sixth (at least 5 everywhere): each example
+    there pays per-call overheads, on JAX every new shape compiles each
+    operation, and on Dask each example builds and runs a task graph.
     """
-    examples = max_examples if library is Backend.NUMPY else max(5, max_examples // 3)
+    share = {Backend.NUMPY: 1, Backend.JAX: 6, Backend.DASK: 6}.get(library, 3)
+    examples = max(5, max_examples // share)
     return hypothesis.settings(
         max_examples=examples,
         deadline=None,

@@ -183,8 +183,7 @@ ROW_REFERENCES = {
 }
 
 
-@pytest.mark.parametrize("eps", [None, 1e-3])
-@pytest.mark.parametrize("name", list(ROW_REFERENCES))
+@pytest.mark.parametrize(("name", "eps"), numpy_matrix(list(ROW_REFERENCES), [None, 1e-3]))
 def test_non_finite_rows_give_nan_whatever_the_other_row(
     xp: ModuleType, library: Backend, name: str, eps: float | None
 ) -> None:
