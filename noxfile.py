@@ -175,7 +175,7 @@ def numpy(session: nox.Session) -> None:
         # wheel here is for 3.11 only; their examples run in the 3.11 session.
         doctests += [
             "--ignore=src/cosinekit/torch.py",
-            "--ignore=src/cosinekit/_lib/_torch_autograd.py",
+            "--ignore=src/cosinekit/_lib/_strategy/_torch_autograd.py",
         ]
     session.run("pytest", *doctests)
 
@@ -301,3 +301,5 @@ def bench(session: nox.Session) -> None:
     )
     # Search memory at scale; add --dask for the cluster run (minutes).
     session.run("python", "benchmarks/search.py", *session.posargs)
+    # Gradient caching's memory (peak RSS per step, XLA's temporary buffers).
+    session.run("python", "benchmarks/training_memory.py", *session.posargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from sphinx.application import Sphinx
 
 import cosinekit
@@ -75,31 +77,76 @@ def _api_reference() -> str:
         lines += ["```", ""]
         for name in names:
             lines += ["```{eval-rst}", f".. autofunction:: cosinekit.{name}", "```", ""]
-    lines += _torch_modules_reference()
+    lines += _backend_modules_reference()
     return "\n".join(lines)
 
 
-def _torch_modules_reference() -> list[str]:
-    """The ``cosinekit.torch`` section: one entry per module in its ``__all__``."""
+def _backend_modules_reference() -> list[str]:
+    """The sections of ``cosinekit.torch`` and ``cosinekit.jax``, from their ``__all__``."""
+    import cosinekit.jax
     import cosinekit.torch
 
-    lines = [
-        "## PyTorch modules: `cosinekit.torch`",
-        "",
-        cosinekit.torch.__doc__.splitlines()[0],
-        "",
-    ]
-    lines += ["```{eval-rst}", ".. autosummary::", "   :nosignatures:", ""]
-    lines += [f"   cosinekit.torch.{name}" for name in cosinekit.torch.__all__]
-    lines += ["```", ""]
-    for name in cosinekit.torch.__all__:
-        lines += ["```{eval-rst}", f".. autoclass:: cosinekit.torch.{name}", "```", ""]
+    lines = []
+    for title, module in (
+        ("PyTorch: `cosinekit.torch`", cosinekit.torch),
+        ("JAX helpers: `cosinekit.jax`", cosinekit.jax),
+    ):
+        name = module.__name__
+        lines += [f"## {title}", "", module.__doc__.splitlines()[0], ""]
+        lines += ["```{eval-rst}", ".. autosummary::", "   :nosignatures:", ""]
+        lines += [f"   {name}.{member}" for member in module.__all__]
+        lines += ["```", ""]
+        for member in module.__all__:
+            kind = "autoclass" if inspect.isclass(getattr(module, member)) else "autofunction"
+            lines += ["```{eval-rst}", f".. {kind}:: {name}.{member}", "```", ""]
     return lines
+
+
+BACKEND_TITLES = {
+    "numpy": "NumPy",
+    "torch": "PyTorch",
+    "jax": "JAX",
+    "cupy": "CuPy",
+    "dask": "Dask",
+    "array_api_strict": "array-api-strict",
+}
+
+
+def _capabilities_table() -> str:
+    """The backends table, from the one capability table of the package."""
+    from cosinekit._lib._capabilities import CAPABILITIES, Dask, Shape
+
+    header = [
+        "function",
+        *BACKEND_TITLES.values(),
+        "`jit` / `torch.compile`",
+        "on a GPU",
+        "gradients with respect to",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, found in CAPABILITIES.items():
+        backends = [
+            (found.dask.value if backend == "dask" else "yes")
+            if backend in found.backends and not (backend == "dask" and found.dask is Dask.NONE)
+            else "no"
+            for backend in BACKEND_TITLES
+        ]
+        traced = (
+            "yes"
+            if found.shape is Shape.FIXED
+            else "eager only: `TypeError` under `jit`, a graph break under `torch.compile`"
+        )
+        gpu = "no host sync" if found.shape is Shape.FIXED else "reads its result size"
+        gradients = ", ".join(f"`{a}`" for a in found.differentiable) or "none"
+        lines.append("| " + " | ".join([f"`{name}`", *backends, traced, gpu, gradients]) + " |")
+    return "\n".join(lines)
 
 
 def _fill_api_page(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname == "api":
         source[0] = source[0].replace("<!-- api-reference -->", _api_reference())
+    if docname == "backends":
+        source[0] = source[0].replace("<!-- capabilities -->", _capabilities_table())
 
 
 def setup(app: Sphinx) -> dict[str, bool]:

@@ -22,6 +22,8 @@ import hypothesis
 import numpy as np
 import pytest
 
+from cosinekit._lib._capabilities import CAPABILITIES
+
 Array = Any
 
 _DEVICE: dict[str, str] = {"name": "cpu"}
@@ -312,3 +314,18 @@ def property_settings(library: Backend, max_examples: int) -> hypothesis.setting
         deadline=None,
         suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
     )
+
+
+def capabilities(*, shape: str | None = None, backend: str | None = None) -> list[str]:
+    """Public functions from the package's capability table, filtered.
+
+    ``shape`` is ``"fixed"`` or ``"values"`` (see ``Shape``); ``backend``
+    keeps the functions that support that backend. Contract tests take
+    their function lists from here, never from a list of their own.
+    """
+    return [
+        name
+        for name, found in CAPABILITIES.items()
+        if (shape is None or found.shape.value == shape)
+        and (backend is None or backend in found.backends)
+    ]

@@ -56,6 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "docs, the benchmarks); it runs once, in the session that sets "
         "COSINEKIT_BACKEND_FREE=1, or when COSINEKIT_BACKENDS is unset",
     )
+    config.addinivalue_line(
+        "markers",
+        "gpu: the test needs a GPU; collected only where COSINEKIT_DEVICE=cuda (the GPU "
+        "sessions), so that a CPU session neither runs nor skips it",
+    )
 
 
 BACKEND_FREE_ENV = "COSINEKIT_BACKEND_FREE"
@@ -70,10 +75,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     requested = _requested()
     run_backend_free = requested is None or os.environ.get(BACKEND_FREE_ENV) == "1"
+    on_gpu = os.environ.get(DEVICE_ENV, "cpu") != "cpu"
     kept, dropped = [], []
     for item in items:
-        if _wanted(item, requested) and (
-            run_backend_free or not item.get_closest_marker("backend_free")
+        if (
+            _wanted(item, requested)
+            and (run_backend_free or not item.get_closest_marker("backend_free"))
+            and (on_gpu or not item.get_closest_marker("gpu"))
         ):
             kept.append(item)
         else:

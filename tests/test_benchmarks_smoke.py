@@ -65,3 +65,17 @@ def test_quick_search_benchmark_prints_the_peak_memory() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "peak extra memory, NumPy cosine_topk" in completed.stdout
+
+
+@pytest.mark.backend_free
+def test_quick_training_memory_benchmark_prints_the_peaks() -> None:
+    pytest.importorskip("torch", reason="the training-memory benchmark trains a torch MLP")
+    completed = subprocess.run(
+        [sys.executable, str(RUN.parent / "training_memory.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "| PyTorch eager | peak extra RSS |" in completed.stdout

@@ -323,3 +323,51 @@ def test_dask_stays_lazy(xp: ModuleType, library: Backend, name: str) -> None:
         assert isinstance(result, da.Array)
         (value,) = dask.compute(result)
     np.testing.assert_allclose(value, ref(*args), **TOL)
+
+
+def _out_of_range_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Queries, keys, labels with rows 1 and 3 out of range (-1 and m), and the reference."""
+    rng = np.random.default_rng(7)
+    q, k = rng.standard_normal((4, 3)), rng.standard_normal((5, 3))
+    labels = np.array([2, -1, 0, 5])
+    logits = _unit(q) @ _unit(k).T / 0.5
+    rows = np.arange(4)
+    expected = _lse(logits, 1) - logits[rows, np.clip(labels, 0, 4)]
+    expected[[1, 3]] = np.nan
+    return q, k, labels, expected
+
+
+@pytest.mark.backends("jax")
+def test_labels_out_of_range_give_nan_rows_under_jit() -> None:
+    import jax
+
+    jnp = Backend.JAX.namespace()  # 64-bit enabled
+
+    q, k, labels, expected = _out_of_range_case()
+
+    def loss(q: Array, k: Array, labels: Array) -> Array:
+        return ck.info_nce_loss(q, k, labels=labels, temperature=0.5, reduction="none")
+
+    got = jax.jit(loss)(jnp.asarray(q), jnp.asarray(k), jnp.asarray(labels))
+    np.testing.assert_allclose(np.asarray(got), expected, **TOL)
+    # The rows with a valid label keep finite gradients.
+    grad = jax.grad(lambda q: jnp.nansum(loss(q, jnp.asarray(k), jnp.asarray(labels))))(
+        jnp.asarray(q)
+    )
+    assert np.isfinite(np.asarray(grad)).all()
+
+
+@pytest.mark.backends("torch")
+def test_labels_out_of_range_give_nan_rows_under_torch_compile() -> None:
+    import torch
+
+    q, k, labels, expected = _out_of_range_case()
+
+    def loss(q: Array, k: Array, labels: Array) -> Array:
+        return ck.info_nce_loss(q, k, labels=labels, temperature=0.5, reduction="none")
+
+    compiled = torch.compile(loss, fullgraph=True, backend="eager")
+    got = compiled(torch.asarray(q), torch.asarray(k), torch.asarray(labels))
+    np.testing.assert_allclose(got.numpy(), expected, **TOL)
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        loss(torch.asarray(q), torch.asarray(k), torch.asarray(labels))

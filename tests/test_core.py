@@ -76,6 +76,16 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert public == CONTRACT_FUNCTIONS
 
 
+def test_the_capability_table_lists_every_public_function() -> None:
+    # The contract tests take their function lists from this table.
+    from cosinekit._lib._capabilities import CAPABILITIES
+
+    top_level = {name for name, found in CAPABILITIES.items() if found.module == "cosinekit"}
+    assert top_level == set(ck.__all__) - {"__version__"}
+    for name, found in CAPABILITIES.items():
+        assert set(found.differentiable) <= set(found.arrays), name
+
+
 def test_every_name_in_all_is_importable() -> None:
     namespace: dict[str, Any] = {}
     exec("from cosinekit import *", namespace)

@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics.pairwise import cosine_similarity as sklearn_cosine
 
 import cosinekit as ck
-from _support import HAS_FLOAT16, Backend, asarray, numpy_matrix, xp_assert_close
+from _support import HAS_FLOAT16, Backend, asarray, capabilities, numpy_matrix, xp_assert_close
 
 SHAPE = (2, 3)
 
@@ -37,7 +37,17 @@ ARRAY_CALLS = {
     "pairwise_cosine_similarity": ck.pairwise_cosine_similarity,
     "pairwise_cosine_distance": ck.pairwise_cosine_distance,
     "cosine_topk": lambda a, b: ck.cosine_topk(a, b, 1),
+    "cosine_range_search": lambda a, b: ck.cosine_range_search(a, b, 0.5),
+    "info_nce_loss": ck.info_nce_loss,
+    "ntxent_loss": lambda a, b: ck.ntxent_loss(a, np.arange(SHAPE[0]) + 0 * b[:, 0]),
+    "cosent_loss": lambda a, b: ck.cosent_loss(a, b, np.arange(SHAPE[0])),
+    "cosine_triplet_loss": lambda a, b: ck.cosine_triplet_loss(a, b, b),
 }
+
+
+@pytest.mark.backends("numpy")
+def test_every_numpy_function_is_checked_for_masked_arrays() -> None:
+    assert sorted(ARRAY_CALLS) == sorted(capabilities(backend="numpy"))
 
 
 @pytest.mark.backends("numpy")

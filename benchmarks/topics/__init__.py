@@ -20,6 +20,7 @@ TOPIC_MODULES = (
     "topk",
     "search",
     "contrastive",
+    "training_memory",
 )
 
 

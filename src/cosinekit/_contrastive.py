@@ -17,17 +17,27 @@ Numerics shared by the four losses:
 
 from __future__ import annotations
 
-import math
+import numbers
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from array_api_compat import device as array_device
 
 from ._lib._kernels import safe_divide, similarity_rows
 from ._lib._pairs import as_result, prepare_pair
-from ._lib._strategy import log_softmax_parts, stop_gradient, values_are_readable
-from ._lib._validation import choice, namespace_of, real_number
-from ._losses import EMBEDDING_LOSS_REDUCTIONS, _reduce
+from ._lib._reduce import REDUCTIONS, reduce_loss
+from ._lib._strategy.autodiff import stop_gradient
+from ._lib._strategy.mode import Mode
+from ._lib._strategy.rows import log_softmax_parts
+from ._lib._validation import (
+    choice,
+    finite_real,
+    flag,
+    namespace_of,
+    positive_scalar,
+    resolve,
+    rows_of,
+)
 from ._pairwise import similarity_matrix
 
 Array = Any
@@ -35,38 +45,18 @@ Array = Any
 __all__ = ["cosent_loss", "cosine_triplet_loss", "info_nce_loss", "ntxent_loss"]
 
 
-def _rows(name: str, x: Array) -> None:
-    if x.ndim != 2:
-        msg = f"{name} must have shape (n, features), got shape {tuple(x.shape)}"
-        raise ValueError(msg)
+def _arrays(**arguments: object) -> tuple[tuple[Array, ...], tuple[str, ...]]:
+    """The array arguments and their names: all of them decide the `Mode`.
 
-
-def _positive_scalar(xp: ModuleType, value: object, name: str, like: Array) -> Array | float:
-    """``value`` as a positive finite Python float, or as a 0-d array of ``like``'s dtype.
-
-    An array keeps its gradient (a learnable temperature or scale). A
-    non-positive or non-finite value is a ``ValueError`` where it can be read
-    (not under a trace and not on a lazy array).
+    Everything but ``None`` and plain numbers counts, so that a list or a
+    masked array is refused by name (``namespace_of``).
     """
-    number = real_number(value)
-    if number is not None:
-        if not (math.isfinite(number) and number > 0):
-            msg = f"{name} must be a positive finite number, got {value!r}"
-            raise ValueError(msg)
-        return number
-    namespace_of(like, value, names=("inputs", name), xp=None)
-    array: Array = value
-    if array.ndim != 0:
-        msg = f"{name} must be a Python number or a 0-d array, got shape {tuple(array.shape)}"
-        raise ValueError(msg)
-    if not xp.isdtype(array.dtype, ("real floating", "integral")):
-        msg = f"{name} must be real, got dtype {array.dtype}"
-        raise TypeError(msg)
-    array = xp.astype(array, like.dtype, copy=False)
-    if values_are_readable(xp, array) and not bool((array > 0) & xp.isfinite(array)):
-        msg = f"{name} must be positive and finite, got {float(array)}"
-        raise ValueError(msg)
-    return array
+    found = {
+        name: value
+        for name, value in arguments.items()
+        if value is not None and not isinstance(value, numbers.Number)
+    }
+    return tuple(found.values()), tuple(found)
 
 
 def _check_vector(xp: ModuleType, labels: Array, n: int | None, name: str, like: Array) -> None:
@@ -89,6 +79,7 @@ def info_nce_loss(
     symmetric: bool = False,
     reduction: str = "mean",
     eps: float | None = None,
+    positive_offset: int | Array = 0,
     xp: ModuleType | None = None,
 ) -> Array:
     """InfoNCE: cross-entropy over cosine logits, with in-batch and hard negatives.
@@ -112,11 +103,14 @@ def info_nce_loss(
         sentence-transformers). A non-positive value is a ``ValueError``
         where values are readable.
     labels : array, optional
-        ``None`` (the default): the positive of query ``i`` is key ``i``;
-        needs ``m >= n``, and keys past ``n`` are extra negatives for every
-        query (mined hard negatives, say). Otherwise an integer array of
-        shape ``(n,)`` of key positions in ``[0, m)``; a position outside is
-        a ``ValueError`` where values are readable.
+        ``None`` (the default): the positive of query ``i`` is key
+        ``positive_offset + i``; needs ``positive_offset + n <= m``, and the
+        other keys are extra negatives for every query (mined hard
+        negatives, say). Otherwise an integer array of shape ``(n,)`` of key
+        positions in ``[0, m)``. A position outside is a ``ValueError`` where
+        values are free to read (eager, on the host); elsewhere (under a
+        trace, on an accelerator) that query's loss is NaN, never another
+        key's value.
     symmetric : bool, optional
         Average with the same loss from keys to queries (each key's positive
         is query ``i``), as CLIP. Needs ``labels=None`` and ``m == n``.
@@ -126,6 +120,13 @@ def info_nce_loss(
         (default). The mean of no queries is 0.
     eps : float, optional
         As in `pairwise_cosine_similarity`.
+    positive_offset : int or array, optional
+        With ``labels=None``, the positive of query ``i`` is key
+        ``positive_offset + i``: local queries scored against keys gathered
+        from every device, whose own keys start at ``positive_offset``. A
+        Python int or a 0-d integer array (such as
+        ``jax.lax.axis_index("batch") * n`` inside ``shard_map``), checked
+        as ``labels`` are. Default 0.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 
@@ -167,62 +168,130 @@ def info_nce_loss(
     array([0.4346, 0.5755])
 
     """
-    reduction = choice(reduction, EMBEDDING_LOSS_REDUCTIONS, "reduction")
-    for name, array in (("queries", queries), ("keys", keys)):
-        namespace_of(array, names=(name,), xp=xp)
-        _rows(name, array)
-    xp, similarity, result_dtype = similarity_matrix(queries, keys, eps, xp)
+    reduction = choice(reduction, REDUCTIONS, "reduction")
+    symmetric = flag(symmetric, "symmetric")
+    arrays, names = _arrays(
+        queries=queries,
+        keys=keys,
+        labels=labels,
+        temperature=temperature,
+        positive_offset=positive_offset,
+    )
+    xp, mode = resolve(*arrays, names=names, xp=xp)
+    rows_of(queries, "queries")
+    rows_of(keys, "keys")
+    similarity, result_dtype = similarity_matrix(
+        xp, mode, queries, keys, eps, names=("queries", "keys")
+    )
     n, m = similarity.shape
-    if labels is None:
-        if n is not None and m is not None and m < n:
-            msg = f"labels=None needs at least as many keys as queries, got n={n}, m={m}"
-            raise ValueError(msg)
-        target = None
-    else:
-        if symmetric:
+    if symmetric:
+        if labels is not None:
             msg = "symmetric=True needs labels=None (the positive of query i is key i)"
             raise ValueError(msg)
-        _check_vector(xp, labels, n, "labels", similarity)
-        if not xp.isdtype(labels.dtype, "integral"):
-            msg = f"labels must be an integer array, got dtype {labels.dtype}"
-            raise TypeError(msg)
-        if values_are_readable(xp, labels) and n and bool(xp.any((labels < 0) | (labels >= m))):
-            msg = f"labels must lie in [0, {m}) (the key positions)"
+        if not (isinstance(positive_offset, numbers.Integral) and positive_offset == 0):
+            msg = "symmetric=True needs positive_offset=0 (the positive of query i is key i)"
             raise ValueError(msg)
-        target = labels
-    if symmetric and n is not None and m is not None and m != n:
-        msg = f"symmetric=True needs as many keys as queries, got n={n}, m={m}"
-        raise ValueError(msg)
+        if n != m:
+            msg = f"symmetric=True needs as many keys as queries, got n={n}, m={m}"
+            raise ValueError(msg)
+    positives = _positive_columns(xp, mode, similarity, labels, positive_offset)
     # One multiply of the (n, m) matrix by 1 / t (a scalar), not a division.
-    logits = similarity * (1 / _positive_scalar(xp, temperature, "temperature", similarity))
+    scalar = positive_scalar(xp, mode, temperature, "temperature", similarity, inverse=True)
+    logits = similarity * (1 / scalar)
     if n == 0:
         loss = xp.sum(logits, axis=1)
     else:
         # The cross-entropy, as torch's: the log-softmax at the positive.
-        loss = -_log_softmax_at(xp, logits, 1, target)
+        loss = -_log_softmax_at(xp, logits, 1, positives)
         if symmetric:
             # The positive of key i is query i: the diagonal, per column.
-            loss = (loss - _log_softmax_at(xp, logits, 0, target)) / 2
-    return as_result(xp, _reduce(xp, loss, None, reduction), result_dtype, like=similarity)
+            loss = (loss - _log_softmax_at(xp, logits, 0, _DIAGONAL)) / 2
+    return as_result(xp, reduce_loss(xp, loss, None, reduction), result_dtype, like=similarity)
 
 
-def _log_softmax_at(xp: ModuleType, logits: Array, axis: int, target: Array | None) -> Array:
-    """The log-softmax along ``axis`` at ``(i, target_i)`` (``target=None``: the diagonal)."""
+class _Positives(NamedTuple):
+    """The key position of each query's positive, and which rows have a valid one.
+
+    ``columns`` is None for the diagonal (query ``i`` with key ``i``);
+    ``valid`` is None where every position was checked (values readable, or
+    fixed by shapes); otherwise rows whose position lies outside ``[0, m)``
+    get NaN, never another column's value.
+    """
+
+    columns: Array | None
+    valid: Array | None
+
+
+_DIAGONAL = _Positives(None, None)
+
+
+def _positive_columns(
+    xp: ModuleType, mode: Mode, similarity: Array, labels: Array | None, offset: object
+) -> _Positives:
+    n, m = similarity.shape
+    rows = xp.arange(n, device=array_device(similarity))
+    if labels is not None:
+        _check_vector(xp, labels, n, "labels", similarity)
+        if not xp.isdtype(labels.dtype, "integral"):
+            msg = f"labels must be an integer array, got dtype {labels.dtype}"
+            raise TypeError(msg)
+        columns = xp.astype(labels, rows.dtype)
+        if mode.host_reads_free:
+            if n and bool(xp.any((columns < 0) | (columns >= m))):
+                msg = f"labels must lie in [0, {m}) (the key positions)"
+                raise ValueError(msg)
+            return _Positives(columns, None)
+        return _Positives(columns, (columns >= 0) & (columns < m))
+    if isinstance(offset, numbers.Integral) and not isinstance(offset, bool):
+        if not 0 <= int(offset) <= m - n:
+            msg = (
+                f"labels=None needs at least as many keys as queries past positive_offset "
+                f"(the positive of query i is key positive_offset + i), got "
+                f"positive_offset={int(offset)}, n={n}, m={m}"
+            )
+            raise ValueError(msg)
+        return _DIAGONAL if int(offset) == 0 else _Positives(rows + int(offset), None)
+    namespace_of(similarity, offset, names=("queries", "positive_offset"), xp=None)
+    array: Array = offset
+    if array.ndim != 0 or not xp.isdtype(array.dtype, "integral"):
+        msg = (
+            "positive_offset must be a Python int or a 0-d integer array, got "
+            f"dtype {array.dtype} and shape {tuple(array.shape)}"
+        )
+        raise TypeError(msg)
+    columns = rows + xp.astype(array, rows.dtype)
+    if mode.host_reads_free:
+        if not 0 <= int(array) <= m - n:
+            msg = f"positive_offset={int(array)} must lie in [0, m - n] = [0, {m - n}]"
+            raise ValueError(msg)
+        return _Positives(columns, None)
+    return _Positives(columns, (columns >= 0) & (columns < m))
+
+
+def _log_softmax_at(xp: ModuleType, logits: Array, axis: int, positives: _Positives) -> Array:
+    """The log-softmax along ``axis`` at each row's positive (see `_Positives`)."""
     matrix, normalizer = log_softmax_parts(xp, logits, axis)
-    picked = _picked(xp, matrix, target)
+    picked = _picked(xp, matrix, positives)
     return picked if normalizer is None else picked - normalizer
 
 
-def _picked(xp: ModuleType, logits: Array, target: Array | None) -> Array:
-    """``logits[i, target_i]`` for each row ``i`` (``target=None``: the diagonal).
+def _picked(xp: ModuleType, logits: Array, positives: _Positives) -> Array:
+    """``logits[i, column_i]`` for each row ``i``; NaN where the column is not valid.
 
     One gather from the flattened matrix: its backward writes ``n`` values
     into zeros, where a one-hot ``where`` would cost passes over ``(n, m)``.
     """
     n, m = logits.shape
     rows = xp.arange(n, device=array_device(logits))
-    columns = rows if target is None else xp.astype(target, rows.dtype)
-    return xp.take(xp.reshape(logits, (-1,)), rows * m + columns)
+    columns, valid = positives
+    if columns is None:
+        columns = rows
+    elif valid is not None:
+        columns = xp.where(valid, columns, xp.zeros_like(columns))
+    picked = xp.take(xp.reshape(logits, (-1,)), rows * m + columns)
+    if valid is None:
+        return picked
+    return xp.where(valid, picked, xp.full_like(picked, float("nan")))
 
 
 def ntxent_loss(
@@ -297,11 +366,14 @@ def ntxent_loss(
     0.296460
 
     """
-    namespace_of(embeddings, names=("embeddings",), xp=xp)
-    _rows("embeddings", embeddings)
-    xp, similarity, result_dtype = similarity_matrix(embeddings, None, eps, xp)
+    arrays, names = _arrays(embeddings=embeddings, labels=labels, temperature=temperature)
+    xp, mode = resolve(*arrays, names=names, xp=xp)
+    rows_of(embeddings, "embeddings")
+    similarity, result_dtype = similarity_matrix(
+        xp, mode, embeddings, None, eps, names=("embeddings", "embeddings")
+    )
     _check_vector(xp, labels, similarity.shape[0], "labels", similarity)
-    temperature = _positive_scalar(xp, temperature, "temperature", similarity)
+    temperature = positive_scalar(xp, mode, temperature, "temperature", similarity, inverse=True)
     logits = similarity / temperature
     same = xp.reshape(labels, (-1, 1)) == xp.reshape(labels, (1, -1))
     index = xp.arange(similarity.shape[0], device=array_device(similarity))
@@ -409,9 +481,17 @@ def cosent_loss(
     19.615819
 
     """
-    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp)
-    xp = pair.xp
-    cosine = similarity_rows(xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    pair = prepare_pair(
+        x1,
+        x2,
+        axis=axis,
+        eps=eps,
+        feature_weights=None,
+        xp=xp,
+        others=(("scores", scores), ("scale", scale)),
+    )
+    xp, mode = pair.xp, pair.mode
+    cosine = similarity_rows(xp, mode, pair.x1, pair.x2, pair.axis, pair.eps)
     if cosine.ndim != 1:
         msg = (
             f"x1 and x2 must hold one vector per pair, shape (n, features); the "
@@ -422,7 +502,7 @@ def cosent_loss(
     if not xp.isdtype(scores.dtype, ("real floating", "integral")):
         msg = f"scores must be real, got dtype {scores.dtype}"
         raise TypeError(msg)
-    u = cosine * _positive_scalar(xp, scale, "scale", cosine)
+    u = cosine * positive_scalar(xp, mode, scale, "scale", cosine, inverse=False)
     if cosine.shape[0] == 0:
         return pair.finish(xp.sum(u), keepdims=False)
     scores = stop_gradient(xp, scores)
@@ -527,16 +607,24 @@ def cosine_triplet_loss(
     array([0.   , 1.495])
 
     """
-    reduction = choice(reduction, EMBEDDING_LOSS_REDUCTIONS, "reduction")
-    margin_value = real_number(margin)
-    if margin_value is None:
-        msg = f"margin must be a real number, got {type(margin).__name__}"
-        raise TypeError(msg)
-    xp = namespace_of(anchor, positive, negative, names=("anchor", "positive", "negative"), xp=xp)
+    reduction = choice(reduction, REDUCTIONS, "reduction")
+    margin_value = finite_real(margin, "margin")
+    swap = flag(swap, "swap")
+    xp, mode = resolve(anchor, positive, negative, names=("anchor", "positive", "negative"), xp=xp)
 
     def distance(x1: Array, x2: Array, names: tuple[str, str]) -> tuple[Array, Any]:
-        pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp, names=names)
-        return 1 - similarity_rows(xp, pair.x1, pair.x2, pair.axis, pair.eps), pair.result_dtype
+        pair = prepare_pair(
+            x1,
+            x2,
+            axis=axis,
+            eps=eps,
+            feature_weights=None,
+            xp=xp,
+            names=names,
+            resolved=(xp, mode),
+        )
+        cosine = similarity_rows(xp, mode, pair.x1, pair.x2, pair.axis, pair.eps)
+        return 1 - cosine, pair.result_dtype
 
     to_positive, positive_dtype = distance(anchor, positive, ("anchor", "positive"))
     to_negative, negative_dtype = distance(anchor, negative, ("anchor", "negative"))
@@ -547,4 +635,4 @@ def cosine_triplet_loss(
     hinge = to_positive - to_negative + margin_value
     loss = xp.maximum(hinge, xp.zeros_like(hinge))
     result_dtype = xp.result_type(positive_dtype, negative_dtype)
-    return as_result(xp, _reduce(xp, loss, None, reduction), result_dtype, like=loss)
+    return as_result(xp, reduce_loss(xp, loss, None, reduction), result_dtype, like=loss)

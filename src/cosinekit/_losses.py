@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from types import ModuleType
 from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._lib._kernels import safe_divide, similarity_rows
+from ._lib._kernels import similarity_rows
 from ._lib._pairs import Pair, prepare_pair
-from ._lib._strategy import row_dot
+from ._lib._reduce import REDUCTIONS, WEIGHTED_REDUCTIONS, reduce_loss
+from ._lib._strategy.rows import row_dot
 from ._lib._validation import (
     broadcast_shape,
     choice,
+    finite_real,
+    flag,
     floating_dtypes,
-    known_count,
     namespace_of,
     real_number,
 )
@@ -23,9 +24,6 @@ from ._lib._validation import (
 Array = Any
 
 __all__ = ["cosine_distance_loss", "cosine_embedding_loss"]
-
-DISTANCE_LOSS_REDUCTIONS = ("none", "sum", "mean", "sum_over_batch_size", "sum_by_nonzero_weights")
-EMBEDDING_LOSS_REDUCTIONS = ("none", "sum", "mean")
 
 
 def _loss_shape(pair: Pair) -> tuple[int | None, ...]:
@@ -56,27 +54,6 @@ def _per_example_weights(pair: Pair, weights: Any, input_ndim: int, name: str) -
         )
         raise ValueError(msg)
     return xp.broadcast_to(weights, loss_shape)
-
-
-def _reduce(xp: ModuleType, loss: Array, weights: Array | None, reduction: str) -> Array:
-    weighted = loss if weights is None else weights * loss
-    if reduction == "none":
-        return weighted
-    total = xp.sum(weighted)
-    if reduction == "sum":
-        return total
-    if reduction == "mean" and weights is not None:
-        denominator = xp.sum(weights)
-    elif reduction == "sum_by_nonzero_weights" and weights is not None:
-        denominator = xp.sum(xp.astype(weights != 0, loss.dtype))
-    else:  # sum_over_batch_size, or mean and nonzero count with unit weights
-        count = known_count(loss)
-        if count is None:  # lazy sizes stay lazy
-            denominator = xp.sum(xp.ones_like(loss))
-        else:
-            # A Python number: no scalar array to copy to the device.
-            return total / count if count else xp.zeros_like(total)
-    return safe_divide(xp, total, denominator)
 
 
 def cosine_distance_loss(
@@ -140,7 +117,7 @@ def cosine_distance_loss(
     -54.0
 
     """
-    reduction = choice(reduction, DISTANCE_LOSS_REDUCTIONS, "reduction")
+    reduction = choice(reduction, WEIGHTED_REDUCTIONS, "reduction")
     pair = prepare_pair(
         labels,
         predictions,
@@ -149,13 +126,14 @@ def cosine_distance_loss(
         feature_weights=None,
         xp=xp,
         names=("labels", "predictions"),
+        others=(("weights", weights),),
     )
     weights = _per_example_weights(pair, weights, pair.x1.ndim, "weights")
-    if assume_normalized:
-        loss = 1 - row_dot(pair.xp, pair.x1, pair.x2, pair.axis)
+    if flag(assume_normalized, "assume_normalized"):
+        loss = 1 - row_dot(pair.xp, pair.mode, pair.x1, pair.x2, pair.axis)
     else:
-        loss = 1 - similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
-    return pair.finish(_reduce(pair.xp, loss, weights, reduction), keepdims=False)
+        loss = 1 - similarity_rows(pair.xp, pair.mode, pair.x1, pair.x2, pair.axis, pair.eps)
+    return pair.finish(reduce_loss(pair.xp, loss, weights, reduction), keepdims=False)
 
 
 def cosine_embedding_loss(
@@ -213,17 +191,13 @@ def cosine_embedding_loss(
     array([0.29289322, 0.20710678, 0.        ])
 
     """
-    reduction = choice(reduction, EMBEDDING_LOSS_REDUCTIONS, "reduction")
-    margin_value = real_number(margin)
-    if margin_value is None:
-        msg = f"margin must be a real number, got {type(margin).__name__}"
-        raise TypeError(msg)
-    if not math.isfinite(margin_value):
-        # NaN would make every negative pair's loss NaN, +inf zero and -inf
-        # infinite: none of them is a margin.
-        msg = f"margin must be finite, got {margin!r}"
-        raise ValueError(msg)
-    pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp)
+    reduction = choice(reduction, REDUCTIONS, "reduction")
+    # NaN would make every negative pair's loss NaN, +inf zero and -inf
+    # infinite: none of them is a margin.
+    margin_value = finite_real(margin, "margin")
+    pair = prepare_pair(
+        x1, x2, axis=axis, eps=eps, feature_weights=None, xp=xp, others=(("target", target),)
+    )
     namespace_of(pair.x1, target, names=("inputs", "target"), xp=None)
     if not pair.xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
         # Strings and objects compare unequal to 1 and -1: every loss would be 0.
@@ -237,7 +211,7 @@ def cosine_embedding_loss(
         )
         raise ValueError(msg)
     xp = pair.xp
-    cosine = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    cosine = similarity_rows(pair.xp, pair.mode, pair.x1, pair.x2, pair.axis, pair.eps)
     # As numbers: a boolean True is 1, and array-api-strict compares bool with bool only.
     target = xp.astype(target, cosine.dtype, copy=False)
     zero = xp.zeros_like(cosine)
@@ -246,4 +220,4 @@ def cosine_embedding_loss(
         1 - cosine,
         xp.where(target == -1, xp.maximum(cosine - margin_value, zero), zero),
     )
-    return pair.finish(_reduce(xp, loss, None, reduction), keepdims=False)
+    return pair.finish(reduce_loss(xp, loss, None, reduction), keepdims=False)

@@ -6,7 +6,7 @@ from types import ModuleType
 from typing import Any
 
 from ._lib._kernels import unit_rows
-from ._lib._validation import floating_dtypes, namespace_of, normalize_axis, positive_eps
+from ._lib._validation import floating_dtypes, normalize_axis, positive_eps, resolve
 
 Array = Any
 
@@ -58,10 +58,10 @@ def l2_normalize(
            [1. , 0. ]])
 
     """
-    xp = namespace_of(x, names=("x",), xp=xp)
+    xp, mode = resolve(x, names=("x",), xp=xp)
     result_dtype, compute_dtype = floating_dtypes(xp, x)
     axis = normalize_axis(axis, x.ndim)
     eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
     x = xp.astype(x, compute_dtype, copy=False)
-    unit = unit_rows(xp, x, axis, eps).clamped(xp, axis)
+    unit = unit_rows(xp, mode, x, axis, eps).clamped(xp, axis)
     return xp.astype(unit, result_dtype, copy=False)

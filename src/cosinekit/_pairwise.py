@@ -8,17 +8,11 @@ from typing import Any
 from array_api_compat import device as array_device
 
 from ._lib._kernels import unit_rows
-from ._lib._strategy import (
-    clip_straight_through,
-    gradient_may_flow,
-    one_minus,
-    row_dot,
-    set_diagonal,
-    stop_gradient,
-    values_are_readable,
-    writable_in_place,
-)
-from ._lib._validation import broadcast_shape, floating_dtypes, namespace_of, positive_eps
+from ._lib._strategy.autodiff import clip_straight_through, stop_gradient
+from ._lib._strategy.inplace import one_minus, set_diagonal, writable_in_place
+from ._lib._strategy.mode import Mode
+from ._lib._strategy.rows import row_dot
+from ._lib._validation import broadcast_shape, flag, floating_dtypes, positive_eps, resolve
 
 Array = Any
 
@@ -31,18 +25,18 @@ def _check_rows(name: str, x: Array) -> None:
         raise ValueError(msg)
 
 
-def _unit(xp: ModuleType, x: Array, eps: float | None) -> tuple[Array, Array]:
+def _unit(xp: ModuleType, mode: Mode, x: Array, eps: float | None) -> tuple[Array, Array]:
     """Rows scaled to ``x / max(||x||, eps)``, and each row's ``u . u`` before ``eps``.
 
     The second array is about 1 for a nonzero row, 0 for a zero row and NaN
     for a row holding NaN or inf; it decides the diagonal of ``y=None``.
     """
-    rows = unit_rows(xp, x, -1, eps)
-    return rows.clamped(xp, -1), row_dot(xp, rows.unit, rows.unit, -1)
+    rows = unit_rows(xp, mode, x, -1, eps)
+    return rows.clamped(xp, -1), row_dot(xp, mode, rows.unit, rows.unit, -1)
 
 
 def _non_finite_rows_reach_gradients(
-    xp: ModuleType, unit_x: Array, unit_y: Array, self_dot_x: Array, self_dot_y: Array
+    xp: ModuleType, mode: Mode, self_dot_x: Array, self_dot_y: Array
 ) -> bool:
     """Whether a NaN unit row could spread NaN into the gradients of every other row.
 
@@ -52,9 +46,9 @@ def _non_finite_rows_reach_gradients(
     row of ``x`` NaN. Only where a gradient may flow, and, where values are
     readable, only when some row is not finite.
     """
-    if not (gradient_may_flow(xp, unit_x) or gradient_may_flow(xp, unit_y)):
+    if not mode.records_gradients:
         return False
-    if not (values_are_readable(xp, self_dot_x) and values_are_readable(xp, self_dot_y)):
+    if not mode.host_reads_free:
         return True
     return not bool(xp.all(xp.isfinite(self_dot_x)) & xp.all(xp.isfinite(self_dot_y)))
 
@@ -82,6 +76,8 @@ def _pairwise(
     distance: bool,
     zero_diagonal: bool,
     cast: bool = True,
+    resolved: tuple[ModuleType, Mode] | None = None,
+    names: tuple[str, str] = ("x", "y"),
 ) -> tuple[ModuleType, Array, Any]:
     """``(xp, matrix, result_dtype)``: the clipped similarity (or distance), diagonal set.
 
@@ -93,35 +89,36 @@ def _pairwise(
     the library allows (see ``set_diagonal`` in ``_strategy``).
     """
     arrays = (x,) if y is None else (x, y)
-    names = ("x", "y")[: len(arrays)]
-    xp = namespace_of(*arrays, names=names, xp=xp)
+    xp, mode = (
+        resolve(*arrays, names=names[: len(arrays)], xp=xp) if resolved is None else resolved
+    )
     result_dtype, compute_dtype = floating_dtypes(xp, *arrays)
-    for name, array in zip(names, arrays, strict=True):
+    for name, array in zip(names, arrays, strict=False):
         _check_rows(name, array)
     if y is not None:
         if x.shape[-1] != y.shape[-1]:
             msg = (
-                f"x and y must have the same number of features, got shapes "
-                f"{tuple(x.shape)} and {tuple(y.shape)}"
+                f"{names[0]} and {names[1]} must have the same number of features, got "
+                f"shapes {tuple(x.shape)} and {tuple(y.shape)}"
             )
             raise ValueError(msg)
         try:
-            broadcast_shape(tuple(x.shape[:-2]), tuple(y.shape[:-2]), names=("x", "y"))
+            broadcast_shape(tuple(x.shape[:-2]), tuple(y.shape[:-2]), names=names)
         except ValueError:
             msg = (
-                f"the leading dimensions of x {tuple(x.shape)} and y {tuple(y.shape)} "
-                "do not broadcast"
+                f"the leading dimensions of {names[0]} {tuple(x.shape)} and {names[1]} "
+                f"{tuple(y.shape)} do not broadcast"
             )
             raise ValueError(msg) from None
     eps = positive_eps(eps, xp=xp, dtype=compute_dtype)
-    unit_x, self_dot = _unit(xp, xp.astype(x, compute_dtype, copy=False), eps)
+    unit_x, self_dot = _unit(xp, mode, xp.astype(x, compute_dtype, copy=False), eps)
     unit_y, self_dot_y = (
         (unit_x, self_dot)
         if y is None
-        else _unit(xp, xp.astype(y, compute_dtype, copy=False), eps)
+        else _unit(xp, mode, xp.astype(y, compute_dtype, copy=False), eps)
     )
     nan_x, nan_y = None, None
-    if _non_finite_rows_reach_gradients(xp, unit_x, unit_y, self_dot, self_dot_y):
+    if _non_finite_rows_reach_gradients(xp, mode, self_dot, self_dot_y):
         unit_x, nan_x = _zero_non_finite_rows(xp, unit_x, self_dot)
         unit_y, nan_y = _zero_non_finite_rows(xp, unit_y, self_dot_y)
     unit_y_t = xp.matrix_transpose(unit_y)
@@ -143,19 +140,19 @@ def _pairwise(
         if nan_x is not None and nan_y is not None:
             own_nan = nan_x if stop is None else nan_x[..., start:stop]
             values = values + (xp.expand_dims(own_nan, axis=-1) + xp.expand_dims(nan_y, axis=-2))
-        values = clip_straight_through(xp, values, -1.0, 1.0, owned=True)
+        values = clip_straight_through(xp, mode, values, -1.0, 1.0, owned=True)
         if distance:
             # Clipped to [-1, 1] first, so this lies in [0, 2].
-            values = one_minus(xp, values, owned=True)
+            values = one_minus(xp, mode, values, owned=True)
         if diagonal is None:
             return values
         own = diagonal if isinstance(diagonal, float) else diagonal[..., start:]
-        return set_diagonal(xp, values, own, offset=start, owned=True)
+        return set_diagonal(xp, mode, values, own, offset=start, owned=True)
 
     n = x.shape[-2]
     if not cast:
         return xp, block(0, None), result_dtype
-    if result_dtype == compute_dtype or not writable_in_place(xp, unit_x) or n < 2:
+    if result_dtype == compute_dtype or not writable_in_place(xp, mode, unit_x) or n < 2:
         return xp, xp.astype(block(0, None), result_dtype, copy=False), result_dtype
     # Half precision: float32 blocks written into the result as they come.
     shape = (*broadcast_shape(tuple(x.shape[:-2]), tuple(unit_y.shape[:-2]), names=names), n)
@@ -168,16 +165,33 @@ def _pairwise(
 
 
 def similarity_matrix(
-    x: Array, y: Array | None, eps: object, xp: ModuleType | None
-) -> tuple[ModuleType, Array, Any]:
-    """``(xp, similarity, result_dtype)``, the similarity clipped and in the compute dtype.
+    xp: ModuleType,
+    mode: Mode,
+    x: Array,
+    y: Array | None,
+    eps: object,
+    names: tuple[str, str] = ("x", "y"),
+) -> tuple[Array, Any]:
+    """``(similarity, result_dtype)``, the similarity clipped and in the compute dtype.
 
     The core of the losses built on the pairwise similarity (the contrastive
     family): they reduce it, so it stays in float32 for half-precision inputs.
     With ``y=None`` its diagonal is 1 for nonzero rows, as in
-    `pairwise_cosine_similarity`.
+    `pairwise_cosine_similarity`. ``xp`` and ``mode`` are the caller's,
+    resolved from all of its arguments.
     """
-    return _pairwise(x, y, eps, xp, distance=False, zero_diagonal=False, cast=False)
+    _, similarity, result_dtype = _pairwise(
+        x,
+        y,
+        eps,
+        xp,
+        distance=False,
+        zero_diagonal=False,
+        cast=False,
+        resolved=(xp, mode),
+        names=names,
+    )
+    return similarity, result_dtype
 
 
 def pairwise_cosine_similarity(
@@ -251,6 +265,7 @@ def pairwise_cosine_similarity(
            [0.    ]])
 
     """
+    zero_diagonal = flag(zero_diagonal, "zero_diagonal")
     return _pairwise(x, y, eps, xp, distance=False, zero_diagonal=zero_diagonal)[1]
 
 

@@ -6,21 +6,21 @@ import math
 from types import ModuleType
 from typing import Any
 
-from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
-from ._lib._select import self_mask, sort_triples
-from ._lib._strategy import clip_straight_through, dask_search_pairs
-from ._lib._validation import real_number
-from ._search import (
+from ._lib._blocks import (
     Progress,
     SearchInputs,
-    block_rows,
     block_starts,
-    dtype_bytes,
+    chunk_blocks,
     row_block,
     unit_vectors,
 )
+from ._lib._select import self_mask, sort_triples
+from ._lib._strategy.autodiff import clip_straight_through
+from ._lib._strategy.dask import dask_search_pairs
+from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
+from ._lib._strategy.namespaces import index_dtype
 
 Array = Any
 Pairs = tuple[Array, Array, Array]
@@ -39,6 +39,7 @@ def _floor(threshold: float) -> float:
 
 def eager_pairs(
     xp: ModuleType,
+    mode: Mode,
     queries: Array,
     keys: Array,
     threshold: float,
@@ -56,13 +57,15 @@ def eager_pairs(
     """
     n, m = queries.shape[0], keys.shape[0]
     query_rows, key_rows = blocks
-    index_dtype = xp.__array_namespace_info__().default_dtypes()["indexing"]
+    indices = index_dtype(xp)
     query_blocks = list(block_starts(n, query_rows))
-    unit_queries = [unit_vectors(xp, row_block(queries, row, query_rows)) for row in query_blocks]
+    unit_queries = [
+        unit_vectors(xp, mode, row_block(queries, row, query_rows)) for row in query_blocks
+    ]
     found: list[list[Pairs]] = [[] for _ in query_blocks]
     floor = _floor(threshold)
     for start in block_starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, row_block(keys, start, key_rows)))
+        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
         width = unit_keys.shape[1]
         for i, row in enumerate(query_blocks):
             similarity = xp.matmul(unit_queries[i], unit_keys)
@@ -84,17 +87,17 @@ def eager_pairs(
             values = xp.take(xp.reshape(similarity, (-1,)), rows * width + columns)
             found[i].append(
                 (
-                    xp.astype(rows + (query_start + row), index_dtype),
-                    xp.astype(columns + (key_start + start), index_dtype),
-                    clip_straight_through(xp, values, -1.0, 1.0),
+                    xp.astype(rows + (query_start + row), indices),
+                    xp.astype(columns + (key_start + start), indices),
+                    clip_straight_through(xp, mode, values, -1.0, 1.0),
                 )
             )
         if progress is not None:
             progress(min(start + key_rows, m), m)
     device = array_device(queries)
     empty = (
-        xp.empty((0,), dtype=index_dtype, device=device),
-        xp.empty((0,), dtype=index_dtype, device=device),
+        xp.empty((0,), dtype=indices, device=device),
+        xp.empty((0,), dtype=indices, device=device),
         xp.empty((0,), dtype=queries.dtype, device=device),
     )
     return order_pairs(xp, [pairs for block in found for pairs in block], empty)
@@ -112,41 +115,33 @@ def order_pairs(xp: ModuleType, parts: list[Pairs], empty: Pairs) -> Pairs:
 def _dask_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
     chunk_size, exclude_self = inputs.chunk_size, inputs.exclude_self
 
-    def search(queries: Array, keys: Array, query_start: int, key_start: int) -> Pairs:
-        chunk_xp = array_namespace(queries, keys)
-        blocks = block_rows(
-            queries.shape[0],
-            keys.shape[0],
-            queries.shape[1],
-            dtype_bytes(chunk_xp, queries.dtype),
-            chunk_size,
-        )
+    def search(
+        chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
+    ) -> Pairs:
         return eager_pairs(
             chunk_xp,
+            execution_mode(chunk_xp, queries, keys),
             queries,
             keys,
             threshold,
-            blocks=blocks,
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size),
             exclude_self=exclude_self,
             query_start=query_start,
             key_start=key_start,
         )
 
-    def combine(parts: list[Pairs]) -> Pairs:
-        chunk_xp = array_namespace(parts[0][2])
+    def combine(chunk_xp: ModuleType, parts: list[Pairs]) -> Pairs:
         return order_pairs(chunk_xp, parts, parts[0])
 
-    query_indices, key_indices, values = dask_search_pairs(
-        inputs.queries, inputs.keys, search, combine, inputs.index_dtype
-    )
-    return query_indices, key_indices, values
+    return dask_search_pairs(inputs.queries, inputs.keys, search, combine, inputs.index_dtype)
 
 
+@eager_under_compile
 def cosine_range_search(
     queries: Array,
     keys: Array,
-    threshold: float,
     /,
+    threshold: float | Array,
     *,
     exclude_self: bool = False,
     chunk_size: int | None = None,
@@ -167,10 +162,12 @@ def cosine_range_search(
         Shape ``(n, d)``.
     keys : array
         Shape ``(m, d)``, same library and feature size as ``queries``.
-    threshold : float
-        The smallest similarity kept (inclusive). Similarities are clipped
-        to ``[-1, 1]`` first, so ``threshold <= -1`` keeps every pair whose
-        similarity is a number, and ``threshold > 1`` keeps none.
+    threshold : float or array
+        The smallest similarity kept (inclusive): a real number, or a 0-d
+        real array (a ``torch.quantile`` result, say), read once. May be
+        passed by keyword. Similarities are clipped to ``[-1, 1]`` first,
+        so ``threshold <= -1`` keeps every pair whose similarity is a
+        number, and ``threshold > 1`` keeps none.
     exclude_self : bool, default False
         ``queries`` and ``keys`` index one collection: the pair ``(i, i)``
         is never returned, while exact duplicates at other indices are.
@@ -202,12 +199,12 @@ def cosine_range_search(
     Raises
     ------
     TypeError
-        Under ``jax.jit``, ``torch.compile`` and other traced code (and
-        array-api-strict without data-dependent shapes): the number of pairs
-        depends on the values, which a traced program cannot have. Use
-        `cosine_topk` with a fixed ``k`` there, and mask the similarities
-        below the threshold. Also for a ``threshold`` that is not a real
-        number, and ``progress`` where it cannot be called.
+        Under ``jax.jit``, ``torch.func`` and array-api-strict without
+        data-dependent shapes: the number of pairs depends on the values,
+        which a traced program cannot have. Use `cosine_topk` with a fixed
+        ``k`` there, and mask the similarities below the threshold. Also
+        for a ``threshold`` that is not a real number, and ``progress``
+        where it cannot be called.
     ValueError
         For a NaN ``threshold``, inputs that are not 2-D or differ in their
         feature size, ``n > m`` with ``exclude_self``, or a ``chunk_size``
@@ -215,9 +212,14 @@ def cosine_range_search(
 
     Notes
     -----
-    Eager libraries return the arrays directly. On Dask the result is three
-    lazy arrays of unknown length (``nan`` in their shape), one task per
-    pair of chunks where the key chunk lives, nothing computed until asked.
+    Eager libraries return the arrays directly, on any device: on a GPU
+    (PyTorch, CuPy, JAX) each block's count of pairs is read, the one kind
+    of device synchronization the result size needs. Under
+    ``torch.compile`` the call is a graph break: without ``fullgraph`` it
+    runs eagerly and returns the eager result; with ``fullgraph=True``
+    compilation fails at this call. On Dask the result is three lazy arrays
+    of unknown length (``nan`` in their shape), one task per pair of chunks
+    where the key chunk lives, nothing computed until asked.
 
     Examples
     --------
@@ -233,21 +235,8 @@ def cosine_range_search(
     """
     inputs = SearchInputs(queries, keys, xp, chunk_size, exclude_self)
     xp = inputs.xp
-    value = real_number(threshold)
-    if value is None:
-        msg = f"threshold must be a real number, got {type(threshold).__name__}"
-        raise TypeError(msg)
-    if math.isnan(value):
-        msg = "threshold must not be NaN"
-        raise ValueError(msg)
-    if not inputs.lazy and not inputs.readable:
-        msg = (
-            "cosine_range_search returns as many pairs as the data holds, a shape that "
-            "depends on the values, which jax.jit, torch.compile and other traced code "
-            "cannot have; use cosine_topk with a fixed k there (and mask similarities "
-            "below the threshold)"
-        )
-        raise TypeError(msg)
+    value = inputs.threshold(threshold)
+    inputs.require_value_dependent_shapes("cosine_range_search")
     report = inputs.check_progress(progress)
     if inputs.lazy:
         query_indices, key_indices, values = _dask_pairs(inputs, value)
@@ -258,6 +247,7 @@ def cosine_range_search(
     else:
         query_indices, key_indices, values = eager_pairs(
             xp,
+            inputs.mode,
             inputs.queries,
             inputs.keys,
             value,

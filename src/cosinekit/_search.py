@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from array_api_compat import array_namespace, is_dask_namespace
-from array_api_compat import device as array_device
-
-from ._lib._kernels import unit_rows
+from ._lib._blocks import (
+    UNIT_QUERY_BYTES,
+    Progress,
+    SearchInputs,
+    block_starts,
+    chunk_blocks,
+    dtype_bytes,
+    row_block,
+    unit_vectors,
+)
 from ._lib._select import (
     NAN_RANK,
     best_of_rows,
@@ -20,134 +25,19 @@ from ._lib._select import (
     self_mask,
     update_eager,
 )
-from ._lib._strategy import dask_search_chunks, prunes_by_value, values_are_readable
-from ._lib._validation import floating_dtypes, integer, known_size, namespace_of
+from ._lib._strategy.dask import dask_search_chunks
+from ._lib._strategy.mode import Mode, compiling, eager_under_compile, execution_mode
+from ._lib._strategy.namespaces import index_dtype
+from ._lib._validation import integer
 
 Array = Any
-Progress = Callable[[int, int], object]
 
 __all__ = ["cosine_topk"]
-
-# Default blocks: at most QUERY_ROWS queries against as many keys as make
-# 2**22 similarities (16 MiB in float32; 1,000 queries meet 4,194 keys),
-# and no key block above KEY_BLOCK_BYTES. Unit queries are kept for the whole
-# search when they fit in UNIT_QUERY_BYTES, else normalized per block. With
-# the candidate mask and the dense-block copy, the peak stays far below
-# 256 MiB whatever n and m (measured in benchmarks/search.py).
-BLOCK_VALUES = 2**22
-QUERY_ROWS = 1024
-KEY_BLOCK_BYTES = 2**25
-UNIT_QUERY_BYTES = 2**26
-
-
-def block_rows(n: int, m: int, d: int, itemsize: int, chunk_size: int | None) -> tuple[int, int]:
-    """``(query rows, key rows)`` per block: ``chunk_size`` for both, or the defaults."""
-    if chunk_size is not None:
-        return chunk_size, chunk_size
-    query_rows = max(1, min(n, QUERY_ROWS))
-    key_rows = min(
-        max(1, BLOCK_VALUES // query_rows), max(1, KEY_BLOCK_BYTES // max(1, d * itemsize))
-    )
-    return query_rows, max(1, min(m, key_rows))
-
-
-def unit_vectors(xp: ModuleType, x: Array) -> Array:
-    return unit_rows(xp, x, -1, None).unit
-
-
-def block_starts(size: int, step: int) -> range:
-    return range(0, size, step)
-
-
-def row_block(x: Array, start: int, step: int) -> Array:
-    # Stops past the end are not portable (array-api-strict rejects them).
-    return x[start : min(start + step, x.shape[0]), :]
-
-
-class SearchInputs:
-    """Validated search inputs: namespace, dtypes, sizes, arrays in the compute dtype."""
-
-    def __init__(
-        self,
-        queries: Array,
-        keys: Array,
-        xp: ModuleType | None,
-        chunk_size: object,
-        exclude_self: object,
-    ) -> None:
-        xp = namespace_of(queries, keys, names=("queries", "keys"), xp=xp)
-        self.xp = xp
-        self.result_dtype, compute_dtype = floating_dtypes(xp, queries, keys)
-        for name, array in (("queries", queries), ("keys", keys)):
-            if array.ndim != 2:
-                msg = f"{name} must have shape (rows, features), got shape {tuple(array.shape)}"
-                raise ValueError(msg)
-        if queries.shape[1] != keys.shape[1]:
-            msg = (
-                f"queries and keys must have the same number of features, got shapes "
-                f"{tuple(queries.shape)} and {tuple(keys.shape)}"
-            )
-            raise ValueError(msg)
-        self.n = known_size(queries, 0, "queries")
-        self.m = known_size(keys, 0, "keys")
-        self.chunk_size: int | None = None
-        if chunk_size is not None:
-            self.chunk_size = integer(chunk_size, "chunk_size")
-            if self.chunk_size <= 0:
-                msg = f"chunk_size must be positive, got {self.chunk_size}"
-                raise ValueError(msg)
-        if not isinstance(exclude_self, bool):
-            msg = f"exclude_self must be True or False, got {type(exclude_self).__name__}"
-            raise TypeError(msg)
-        self.exclude_self = exclude_self
-        if exclude_self and self.n > self.m:
-            msg = (
-                "exclude_self=True needs queries and keys to index one collection "
-                f"(n <= m), got {self.n} queries and {self.m} keys"
-            )
-            raise ValueError(msg)
-        self.index_dtype = xp.__array_namespace_info__().default_dtypes()["indexing"]
-        self.device = array_device(queries)
-        self.queries = xp.astype(queries, compute_dtype, copy=False)
-        self.keys = xp.astype(keys, compute_dtype, copy=False)
-        self.lazy = is_dask_namespace(xp)
-        self.readable = not self.lazy and all(
-            values_are_readable(xp, x) for x in (self.queries, self.keys)
-        )
-        self.prune = self.readable and all(
-            prunes_by_value(xp, x) for x in (self.queries, self.keys)
-        )
-
-    def blocks(self) -> tuple[int, int]:
-        d = int(self.queries.shape[1])
-        itemsize = dtype_bytes(self.xp, self.queries.dtype)
-        return block_rows(self.n, self.m, d, itemsize, self.chunk_size)
-
-    def check_progress(self, progress: object) -> Progress | None:
-        if progress is None:
-            return None
-        if not callable(progress):
-            msg = f"progress must be None or a callable, got {type(progress).__name__}"
-            raise TypeError(msg)
-        if not self.readable:
-            where = (
-                "Dask arrays report progress through Dask's diagnostics "
-                "(dask.diagnostics.ProgressBar, or distributed's progress and dashboard)"
-                if self.lazy
-                else "a traced search (jax.jit, torch.compile) has no moment to call it"
-            )
-            msg = f"progress is called between the blocks of an eager search; {where}"
-            raise TypeError(msg)
-        checked: Progress = progress
-        return checked
-
-
-def dtype_bytes(xp: ModuleType, dtype: Any) -> int:
-    return int(xp.finfo(dtype).bits) // 8
 
 
 def eager_topk(
     xp: ModuleType,
+    mode: Mode,
     queries: Array,
     keys: Array,
     k: int,
@@ -159,7 +49,7 @@ def eager_topk(
     sentinel: int,
     progress: Progress | None = None,
 ) -> tuple[Array, Array]:
-    """Threshold-pruned top-k where values are readable (see ``_lib._select``).
+    """Threshold-pruned top-k where reads are free (see ``_lib._select``).
 
     Keys are the outer loop, so that each key block is normalized once;
     ``query_start`` and ``key_start`` place these rows in a larger search
@@ -168,18 +58,18 @@ def eager_topk(
     n, m = queries.shape[0], keys.shape[0]
     query_rows, key_rows = blocks
     whole = n * queries.shape[1] * dtype_bytes(xp, queries.dtype) <= UNIT_QUERY_BYTES
-    unit_queries = unit_vectors(xp, queries) if whole else None
+    unit_queries = unit_vectors(xp, mode, queries) if whole else None
     query_blocks = list(block_starts(n, query_rows))
     states = [
         empty_state(xp, min(query_rows, n - start), k, sentinel, queries) for start in query_blocks
     ]
     for start in block_starts(m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, row_block(keys, start, key_rows)))
+        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
         for i, row in enumerate(query_blocks):
             block = (
                 row_block(unit_queries, row, query_rows)
                 if unit_queries is not None
-                else unit_vectors(xp, row_block(queries, row, query_rows))
+                else unit_vectors(xp, mode, row_block(queries, row, query_rows))
             )
             excluded = None
             if exclude_self:
@@ -192,7 +82,7 @@ def eager_topk(
                     block,
                 )
             similarity = xp.matmul(block, unit_keys)
-            states[i] = update_eager(xp, states[i], similarity, key_start + start, excluded)
+            states[i] = update_eager(xp, mode, states[i], similarity, key_start + start, excluded)
         if progress is not None:
             progress(min(start + key_rows, m), m)
     values = xp.concat([state[0] for state in states], axis=0)
@@ -202,13 +92,15 @@ def eager_topk(
 
 def _traced_topk(inputs: SearchInputs, k: int, progress: Progress | None) -> tuple[Array, Array]:
     """Fixed-shape top-k: traced code (JAX, torch.compile, strict flags), or eager JAX."""
-    xp, queries, keys = inputs.xp, inputs.queries, inputs.keys
+    xp, mode, queries, keys = inputs.xp, inputs.mode, inputs.queries, inputs.keys
     query_rows, key_rows = inputs.blocks()
     query_blocks = list(block_starts(inputs.n, query_rows))
-    unit_queries = [unit_vectors(xp, row_block(queries, row, query_rows)) for row in query_blocks]
+    unit_queries = [
+        unit_vectors(xp, mode, row_block(queries, row, query_rows)) for row in query_blocks
+    ]
     states: list[tuple[Array, Array] | None] = [None] * len(query_blocks)
     for start in block_starts(inputs.m, key_rows):
-        unit_keys = xp.matrix_transpose(unit_vectors(xp, row_block(keys, start, key_rows)))
+        unit_keys = xp.matrix_transpose(unit_vectors(xp, mode, row_block(keys, start, key_rows)))
         width = unit_keys.shape[1]
         columns = xp.arange(start, start + width, dtype=inputs.index_dtype, device=inputs.device)
         for i, row in enumerate(query_blocks):
@@ -219,7 +111,7 @@ def _traced_topk(inputs: SearchInputs, k: int, progress: Progress | None) -> tup
                 else None
             )
             states[i] = select_traced(
-                xp, states[i], xp.matmul(block, unit_keys), columns, excluded, k
+                xp, mode, states[i], xp.matmul(block, unit_keys), columns, excluded, k
             )
         if progress is not None:
             progress(min(start + key_rows, inputs.m), inputs.m)
@@ -241,28 +133,20 @@ def _dask_topk(inputs: SearchInputs, k: int) -> tuple[Array, Array]:
     def pack(chunk_xp: ModuleType, state: tuple[Array, Array]) -> Array:
         return chunk_xp.concat([chunk_xp.astype(part, chunk_xp.float64) for part in state], axis=1)
 
-    def unpack(chunk_xp: ModuleType, packed: Array, dtype: Any) -> tuple[Array, Array]:
+    def unpack(chunk_xp: ModuleType, packed: Array) -> tuple[Array, Array]:
         half = packed.shape[1] // 2
-        index_dtype = chunk_xp.__array_namespace_info__().default_dtypes()["indexing"]
-        return (
-            chunk_xp.astype(packed[:, :half], dtype),
-            chunk_xp.astype(packed[:, half:], index_dtype),
-        )
+        return packed[:, :half], chunk_xp.astype(packed[:, half:], index_dtype(chunk_xp))
 
-    dtype = inputs.queries.dtype
-
-    def search(queries: Array, keys: Array, query_start: int, key_start: int) -> Array:
-        chunk_xp = array_namespace(queries, keys)
-        n_here, m_here = queries.shape[0], keys.shape[0]
-        blocks = block_rows(
-            n_here, m_here, queries.shape[1], dtype_bytes(chunk_xp, queries.dtype), chunk_size
-        )
+    def search(
+        chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
+    ) -> Array:
         state = eager_topk(
             chunk_xp,
+            execution_mode(chunk_xp, queries, keys),
             queries,
             keys,
             k,
-            blocks=blocks,
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size),
             exclude_self=exclude_self,
             query_start=query_start,
             key_start=key_start,
@@ -270,30 +154,29 @@ def _dask_topk(inputs: SearchInputs, k: int) -> tuple[Array, Array]:
         )
         return pack(chunk_xp, state)
 
-    def merge(packed: Array) -> Array:
-        chunk_xp = array_namespace(packed)
+    def merge(chunk_xp: ModuleType, packed: Array) -> Array:
         if packed.shape[1] <= 2 * k:
             return packed
-        left = unpack(chunk_xp, packed[:, : 2 * k], chunk_xp.float64)
-        right = unpack(chunk_xp, packed[:, 2 * k :], chunk_xp.float64)
+        left = unpack(chunk_xp, packed[:, : 2 * k])
+        right = unpack(chunk_xp, packed[:, 2 * k :])
         values = chunk_xp.concat((left[0], right[0]), axis=1)
         indices = chunk_xp.concat((left[1], right[1]), axis=1)
         return pack(chunk_xp, best_of_rows(chunk_xp, values, indices, k))
 
-    def finish(packed: Array, query_start: int) -> Array:
-        chunk_xp = array_namespace(packed)
-        state = unpack(chunk_xp, packed, chunk_xp.float64)
+    def finish(chunk_xp: ModuleType, packed: Array, query_start: int) -> Array:
+        state = unpack(chunk_xp, packed)
         return pack(chunk_xp, fill_empty(chunk_xp, state, m, query_start, exclude_self))
 
     packed = dask_search_chunks(inputs.queries, inputs.keys, search, merge, finish, 2 * k)
+    dtype = inputs.queries.dtype
     return xp.astype(packed[:, :k], dtype), xp.astype(packed[:, k:], inputs.index_dtype)
 
 
 def cosine_topk(
     queries: Array,
     keys: Array,
-    k: int,
     /,
+    k: int,
     *,
     chunk_size: int | None = None,
     exclude_self: bool = False,
@@ -304,12 +187,14 @@ def cosine_topk(
 
     Exact (brute-force) search that works through queries and keys in blocks,
     keeping a running top-k per query. Peak memory is a few blocks of
-    similarities plus the ``n * k`` result, never ``n * m``. Where values
-    are readable (NumPy, CuPy, eager PyTorch and JAX, array-api-strict) each
+    similarities plus the ``n * k`` result, never ``n * m``. Where reading a
+    value is free (NumPy, eager PyTorch on the CPU, array-api-strict) each
     block costs its matrix product plus one comparison: only similarities
-    above a query's current k-th best are kept (threshold pruning). Under
-    ``jax.jit`` and ``torch.compile`` the blocks are static slices of the
-    traced program. On Dask each key chunk is searched by one task where it
+    above a query's current k-th best are kept (threshold pruning).
+    Elsewhere every block is selected with fixed shapes: on JAX (whose
+    ``lax.top_k`` keeps ties in order), under ``torch.compile`` and
+    ``torch.func``, and on accelerators (PyTorch on a GPU, CuPy), where a
+    read would synchronize with the device. On Dask each key chunk is searched by one task where it
     lives and the ``(n, k)`` partial results are merged in a tree; nothing is
     computed until the result is.
 
@@ -335,9 +220,11 @@ def cosine_topk(
         near-duplicate detection). Needs ``n <= m``.
     progress : callable, optional
         Called as ``progress(keys_done, m)`` after each block of keys, in an
-        eager search (for a progress bar, such as ``tqdm``'s ``update``).
-        Dask reports progress through its own diagnostics instead, and a
-        traced search has no moment to call it: there it is a ``TypeError``.
+        eager search on any device (for a progress bar, such as ``tqdm``'s
+        ``update``). Under ``torch.compile`` such a call is a graph break
+        and runs eagerly. Dask reports progress through its own diagnostics
+        instead, and under ``jax.jit`` or ``torch.func`` a search has no
+        moment to call it: there it is a ``TypeError``.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 
@@ -403,6 +290,17 @@ def cosine_topk(
            [0]])
 
     """
+    if progress is not None and compiling():
+        # An eager search calls progress between blocks: a graph break.
+        return eager_under_compile(cosine_topk)(
+            queries,
+            keys,
+            k,
+            chunk_size=chunk_size,
+            exclude_self=exclude_self,
+            progress=progress,
+            xp=xp,
+        )
     inputs = SearchInputs(queries, keys, xp, chunk_size, exclude_self)
     xp = inputs.xp
     k = integer(k, "k")
@@ -426,6 +324,7 @@ def cosine_topk(
     elif inputs.prune:
         state = eager_topk(
             xp,
+            inputs.mode,
             inputs.queries,
             inputs.keys,
             k,

@@ -8,7 +8,8 @@ from typing import Any
 
 from ._lib._kernels import similarity_rows, unit_rows
 from ._lib._pairs import prepare_pair
-from ._lib._strategy import clip_straight_through, row_dot, row_norm
+from ._lib._strategy.autodiff import clip_straight_through
+from ._lib._strategy.rows import row_dot, row_norm
 
 Array = Any
 
@@ -83,7 +84,7 @@ def cosine_similarity(
 
     """
     pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
-    similarity = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    similarity = similarity_rows(pair.xp, pair.mode, pair.x1, pair.x2, pair.axis, pair.eps)
     return pair.finish(similarity, keepdims=keepdims)
 
 
@@ -134,7 +135,7 @@ def cosine_distance(
 
     """
     pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
-    similarity = similarity_rows(pair.xp, pair.x1, pair.x2, pair.axis, pair.eps)
+    similarity = similarity_rows(pair.xp, pair.mode, pair.x1, pair.x2, pair.axis, pair.eps)
     return pair.finish(1 - similarity, keepdims=keepdims)
 
 
@@ -192,20 +193,26 @@ def angular_distance(
 
     """
     pair = prepare_pair(x1, x2, axis=axis, eps=eps, feature_weights=feature_weights, xp=xp)
-    xp, axis, eps = pair.xp, pair.axis, pair.eps
-    unit1, factor1 = unit_rows(xp, pair.x1, axis, eps)
-    unit2, factor2 = unit_rows(xp, pair.x2, axis, eps)
-    half_angle = xp.atan2(row_norm(xp, unit1 - unit2, axis), row_norm(xp, unit1 + unit2, axis))
+    xp, mode, axis, eps = pair.xp, pair.mode, pair.axis, pair.eps
+    unit1, factor1 = unit_rows(xp, mode, pair.x1, axis, eps)
+    unit2, factor2 = unit_rows(xp, mode, pair.x2, axis, eps)
+    half_angle = xp.atan2(
+        row_norm(xp, mode, unit1 - unit2, axis), row_norm(xp, mode, unit1 + unit2, axis)
+    )
     # Both vectors zero: atan2(0, 0) would say 0; the contract says 0.5. The
     # test is "both zero" by equality, which is False for a NaN unit vector
     # (NaN or inf in the input), so NaN stays NaN.
-    both_zero = (row_dot(xp, unit1, unit1, axis) == 0) & (row_dot(xp, unit2, unit2, axis) == 0)
+    both_zero = (row_dot(xp, mode, unit1, unit1, axis) == 0) & (
+        row_dot(xp, mode, unit2, unit2, axis) == 0
+    )
     angle = xp.where(both_zero, xp.full_like(half_angle, 0.5), half_angle * (2 / math.pi))
     if factor1 is not None and factor2 is not None:
         # Where eps clamps a norm, use the angle of the clamped cosine; it is
         # strictly inside (-1, 1) there, where arccos is accurate.
         shrink = factor1 * factor2
         clamped = shrink < 1
-        cosine = xp.where(clamped, row_dot(xp, unit1, unit2, axis) * shrink, xp.zeros_like(shrink))
+        cosine = xp.where(
+            clamped, row_dot(xp, mode, unit1, unit2, axis) * shrink, xp.zeros_like(shrink)
+        )
         angle = xp.where(clamped, xp.acos(xp.clip(cosine, -1.0, 1.0)) / math.pi, angle)
-    return pair.finish(clip_straight_through(xp, angle, 0.0, 1.0), keepdims=keepdims)
+    return pair.finish(clip_straight_through(xp, mode, angle, 0.0, 1.0), keepdims=keepdims)

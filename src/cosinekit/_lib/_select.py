@@ -4,8 +4,9 @@ Every search walks through blocks of similarities ``S`` (a block of queries
 against a block of keys) and keeps, per query, the best ``k`` so far in
 order ``(-similarity, key index)``. Two implementations share that state:
 
-* **Eager** (values readable: NumPy, CuPy, eager PyTorch and JAX,
-  array-api-strict). *Threshold pruning*: the state's k-th value ``t`` of
+* **Eager with pruning** (reads free: NumPy, eager PyTorch on the CPU,
+  array-api-strict; see ``_strategy.select.search_prunes``). *Threshold
+  pruning*: the state's k-th value ``t`` of
   each query is known, and one vectorized compare ``S > t`` keeps only the
   candidates that can enter; after the first blocks these are a tiny
   fraction, so the cost is the matrix product plus one pass. Keys arrive
@@ -16,11 +17,12 @@ order ``(-similarity, key index)``. Two implementations share that state:
   When a block has many candidates (the first block of each query block),
   the library's own top-k (``top_k_positions``) finds each row's k-th value
   of the block first and only values at or above it become candidates.
-* **Traced** (Dask outside the per-chunk kernel, JAX under ``jit``,
-  ``torch.compile``): fixed shapes, so every block is selected in full
+* **Fixed shapes** (JAX, under ``jit`` or not; ``torch.compile`` and
+  ``torch.func``; eager accelerators, where a read would synchronize): every
+  block is selected in full
   (``select_traced``) and merged with the state; JAX's ``lax.top_k`` keeps
   the lower index first among equal values, so there one top-k per block
-  and one per merge are exact (see ``_strategy.top_k_lower_index_first``).
+  and one per merge are exact (see ``_strategy.select``).
 
 Values are clipped to ``[-1, 1]`` before they are compared with each other,
 so ``1.0000001`` and ``1.0`` tie (the smaller index wins), as in the
@@ -41,7 +43,10 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from ._strategy import clip_straight_through, top_k_lower_index_first, top_k_positions
+from ._strategy.autodiff import clip_straight_through
+from ._strategy.mode import Mode
+from ._strategy.namespaces import index_dtype
+from ._strategy.select import top_k_lower_index_first, top_k_positions
 
 Array = Any
 
@@ -84,8 +89,7 @@ def empty_state(
     """The state before any key: values -inf, indices ``sentinel`` (past every key)."""
     device = array_device(like)
     values = xp.full((rows, k), -math.inf, dtype=like.dtype, device=device)
-    index_dtype = xp.__array_namespace_info__().default_dtypes()["indexing"]
-    return values, xp.full((rows, k), sentinel, dtype=index_dtype, device=device)
+    return values, xp.full((rows, k), sentinel, dtype=index_dtype(xp), device=device)
 
 
 def sort_triples(xp: ModuleType, rows: Array, values: Array, indices: Array) -> Array:
@@ -156,6 +160,7 @@ def _dense_floor(xp: ModuleType, similarity: Array, excluded: Array | None, k: i
 
 def update_eager(
     xp: ModuleType,
+    mode: Mode,
     state: tuple[Array, Array],
     similarity: Array,
     key_start: int,
@@ -174,7 +179,7 @@ def update_eager(
         candidate = candidate & (similarity >= _dense_floor(xp, similarity, excluded, k))
     rows, columns = xp.nonzero(candidate)
     values = xp.take(xp.reshape(similarity, (-1,)), rows * width + columns)
-    values = clip_straight_through(xp, values, -1.0, 1.0)
+    values = clip_straight_through(xp, mode, values, -1.0, 1.0)
     return merge_candidates(xp, state, rows, values, columns + key_start)
 
 
@@ -288,6 +293,7 @@ def _select_ranked(xp: ModuleType, values: Array, indices: Array, k: int) -> tup
 
 def select_traced(
     xp: ModuleType,
+    mode: Mode,
     state: tuple[Array, Array] | None,
     similarity: Array,
     columns: Array,
@@ -299,7 +305,7 @@ def select_traced(
     Similarities are clipped, NaN ranks as ``NAN_RANK`` and an excluded key
     as -inf (``k <= m - 1`` keeps it out of the result).
     """
-    similarity = clip_straight_through(xp, similarity, -1.0, 1.0)
+    similarity = clip_straight_through(xp, mode, similarity, -1.0, 1.0)
     similarity = xp.where(xp.isnan(similarity), xp.full_like(similarity, NAN_RANK), similarity)
     if excluded is not None:
         similarity = xp.where(excluded, xp.full_like(similarity, -math.inf), similarity)

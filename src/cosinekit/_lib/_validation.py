@@ -15,7 +15,9 @@ from typing import Any, cast
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
-from ._strategy import may_write_caches
+from ._strategy.autodiff import stop_gradient
+from ._strategy.mode import Mode, execution_mode, may_write_caches
+from ._strategy.namespaces import default_real_floating
 
 Array = Any
 Shape = tuple[int | None, ...]
@@ -85,6 +87,18 @@ def namespace_of(*arrays: Array, names: Sequence[str], xp: ModuleType | None) ->
     return namespace
 
 
+def resolve(
+    *arrays: Array, names: Sequence[str], xp: ModuleType | None
+) -> tuple[ModuleType, Mode]:
+    """The namespace of ``arrays`` (see `namespace_of`) and the call's `Mode`.
+
+    The one place a public function learns how it may run: every array
+    argument counts, and arrays on different devices are a ``ValueError``.
+    """
+    namespace = namespace_of(*arrays, names=names, xp=xp)
+    return namespace, execution_mode(namespace, *arrays, names=names)
+
+
 def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
     """Return ``(result_dtype, compute_dtype)`` for ``arrays``.
 
@@ -102,7 +116,7 @@ def floating_dtypes(xp: ModuleType, *arrays: Array) -> tuple[Any, Any]:
         if xp.isdtype(x.dtype, "real floating"):
             candidates.append(x.dtype)
         elif xp.isdtype(x.dtype, ("integral", "bool")):
-            candidates.append(xp.__array_namespace_info__().default_dtypes()["real floating"])
+            candidates.append(default_real_floating(xp))
         elif xp.isdtype(x.dtype, "complex floating"):
             msg = f"complex inputs are not supported (got dtype {x.dtype})"
             raise TypeError(msg)
@@ -228,3 +242,101 @@ def choice(value: object, valid: Sequence[str], name: str) -> str:
         msg = f"{name} must be one of {listed}; got {value!r}"
         raise ValueError(msg)
     return value
+
+
+def flag(value: object, name: str) -> bool:
+    """A boolean option: ``bool`` or a NumPy boolean; anything else is a ``TypeError``.
+
+    Truthy strings and numbers are refused: ``symmetric="no"`` must not
+    mean True.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    msg = f"{name} must be True or False, got {_type_name(value)}"
+    raise TypeError(msg)
+
+
+def finite_real(value: object, name: str) -> float:
+    """A finite real Python number (a margin): a ``TypeError`` or ``ValueError`` otherwise."""
+    number = real_number(value)
+    if number is None:
+        msg = f"{name} must be a real number, got {_type_name(value)}"
+        raise TypeError(msg)
+    if not math.isfinite(number):
+        msg = f"{name} must be finite, got {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+def rows_of(x: Array, name: str) -> None:
+    """Check that ``x`` is 2-D: ``(rows, features)``."""
+    if x.ndim != 2:
+        msg = f"{name} must have shape (rows, features), got shape {tuple(x.shape)}"
+        raise ValueError(msg)
+
+
+def positive_scalar(
+    xp: ModuleType, mode: Mode, value: object, name: str, like: Array, *, inverse: bool
+) -> Array | float:
+    """``value`` as a positive Python number, or as a 0-d array of ``like``'s dtype.
+
+    A temperature (``inverse=True``: the logits are divided by it) or a
+    scale (multiplied). An array keeps its gradient (a learnable
+    temperature). A value that is not positive and finite, or whose inverse
+    (temperature) or itself (scale) overflows ``like``'s dtype, is a
+    ``ValueError`` where it can be read: always for a Python number, and for
+    an array where the call's reads are free. The checks are plain
+    comparisons, so a symbolic number (``torch.compile(dynamic=True)``)
+    passes through them as guards.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        _check_positive(xp, value, name, like.dtype, inverse=inverse)
+        return value
+    namespace_of(like, value, names=("inputs", name), xp=None)
+    array: Array = value
+    if array.ndim != 0:
+        msg = f"{name} must be a Python number or a 0-d array, got shape {tuple(array.shape)}"
+        raise ValueError(msg)
+    if not xp.isdtype(array.dtype, ("real floating", "integral")):
+        msg = f"{name} must be real, got dtype {array.dtype}"
+        raise TypeError(msg)
+    array = xp.astype(array, like.dtype, copy=False)
+    if mode.host_reads_free:
+        _check_positive(xp, float(stop_gradient(xp, array)), name, like.dtype, inverse=inverse)
+    return array
+
+
+def positive_number(value: object, name: str) -> float:
+    """A positive finite real Python number: a temperature or scale fixed in advance.
+
+    The checks of `positive_scalar` that need no array: a bool or anything
+    but a real number is a ``TypeError``; zero, a negative, NaN or inf a
+    ``ValueError``. Whether ``1 / value`` or ``value`` overflows depends on
+    the dtype of the call, which checks it.
+    """
+    number = real_number(value)
+    if number is None:
+        msg = f"{name} must be a positive real number, got {_type_name(value)}"
+        raise TypeError(msg)
+    _check_finite_positive(number, name)
+    return number
+
+
+def _check_finite_positive(value: Any, name: str) -> None:
+    # `value > 0` is False for NaN; `value < inf` excludes +inf. Plain
+    # comparisons, so that a symbolic number passes them as guards.
+    if not (value > 0 and value < math.inf):
+        msg = f"{name} must be a positive finite number, got {value!r}"
+        raise ValueError(msg)
+
+
+def _check_positive(xp: ModuleType, value: Any, name: str, dtype: Any, *, inverse: bool) -> None:
+    _check_finite_positive(value, name)
+    largest = float(xp.finfo(dtype).max)
+    if (1 / largest > value) if inverse else (value > largest):
+        what = "1 / " + name if inverse else name
+        msg = (
+            f"{name}={value!r}: {what} overflows the compute dtype {dtype} "
+            f"(largest finite value {largest:g})"
+        )
+        raise ValueError(msg)

@@ -1,4 +1,4 @@
-"""PyTorch ``autograd.Function`` classes used by ``_strategy`` (imported only with torch).
+"""PyTorch ``autograd.Function`` classes of the autodiff hooks (imported only with torch).
 
 They live at module level, not built on first use inside a function, so that
 ``torch.compile`` can trace their use: Dynamo does not trace a class
