@@ -26,6 +26,11 @@ def client() -> Iterator[Any]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # No dashboard, and the scheduler's HTTP server on a free port:
+            # its default, 8787, may be taken (another cluster on the
+            # machine, this module's fixture on another pytest-xdist worker),
+            # and the warning would be an error.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         distributed.Client(cluster) as connected,
     ):
