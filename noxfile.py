@@ -14,6 +14,11 @@ The install specs can be overridden for GPU machines:
 ``COSINEKIT_TORCH_SPEC`` (default ``torch==2.13.0``, the CPU build) and
 ``COSINEKIT_JAX_SPEC`` (default ``jax[cpu]``), for example
 ``COSINEKIT_TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126"``.
+
+The virtualenvs are made and filled by uv where it is installed
+(``pip install nox uv``), else by virtualenv and pip. The tests run on every
+core with pytest-xdist (``nox -s numpy-3.11 -- -n 0`` runs them in one
+process; other arguments after ``--`` go to pytest as well).
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ nox.options.sessions = [
     "build",
 ]
 nox.options.reuse_existing_virtualenvs = False
+# uv makes and fills a virtualenv in seconds where pip takes a minute (torch
+# alone is 200 MB); without uv, nox falls back to virtualenv and pip.
+nox.options.default_venv_backend = "uv|virtualenv"
+
+# uv does not read pip's configuration. Where pip finds wheels in local
+# folders (PIP_FIND_LINKS, whitespace-separated: on this project's CI machine
+# the CPU build of torch), uv must look there too (UV_FIND_LINKS,
+# comma-separated), or it would take torch from PyPI, the CUDA build.
+if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
+    os.environ["UV_FIND_LINKS"] = ",".join(os.environ["PIP_FIND_LINKS"].split())
+# uv, unlike pip, does not compile the installed modules to bytecode; with
+# PYTHONDONTWRITEBYTECODE set, every test process (each xdist worker, each
+# subprocess) would compile torch's and JAX's modules from source again
+# (about 4 s of CPU each). The sessions' Pythons may write their bytecode:
+# the first import of a module compiles it for the next processes.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # The CPU wheel of torch on this machine's disk is built for CPython 3.11.
@@ -44,6 +65,7 @@ BACKEND_PYTHON = "3.11"
 
 TEST_DEPS = [
     "pytest>=8",
+    "pytest-xdist",
     "hypothesis>=6.100",
     "mpmath",
     "scipy",
@@ -76,30 +98,68 @@ def _gpu_present() -> bool:
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
 
 
-def _run_tests(session: nox.Session, backends: list[str], device: str = "cpu") -> None:
+# The CPU backends. The backend-free tests (the demo, the benchmarks' smoke
+# run) use whichever of them are installed: their one session installs all.
+CPU_BACKENDS = ["torch", "jax", "dask", "array_api_strict"]
+
+
+def _run_tests(
+    session: nox.Session,
+    backends: list[str],
+    device: str = "cpu",
+    *,
+    backend_free: bool = False,
+    xdist: bool = True,
+) -> None:
+    """Install ``backends`` and run the tests on them.
+
+    ``backend_free``: this session also runs the tests marked
+    ``backend_free`` (those that test no backend of their own, see
+    tests/conftest.py), which every other session leaves out. ``xdist``:
+    run the tests on every core (`XDIST`); where they take seconds in one
+    process, starting the workers would cost more than it saves.
+    """
     unknown = [b for b in backends if b not in BACKEND_DEPS]
     if unknown:
         session.error(f"unknown backends {unknown}; choose from {sorted(BACKEND_DEPS)}")
     if (device != "cpu" or "cupy" in backends) and not _gpu_present():
         session.skip(f"{','.join(backends)} on {device} needs an NVIDIA GPU; none is present")
     session.install("-e", ".", *TEST_DEPS)
-    for backend in backends:
-        if BACKEND_DEPS[backend]:
-            session.install(*BACKEND_DEPS[backend])
-    if session.python == BACKEND_PYTHON and "torch" not in backends:
+    installed = list(backends)
+    if session.python == BACKEND_PYTHON and "torch" not in installed:
         # PyTorch is a reference implementation in the tests of every
         # backend; its CPU wheel here exists for CPython 3.11 only, so the
         # numpy sessions on other Pythons skip those comparisons (saying so).
-        session.install(*BACKEND_DEPS["torch"])
+        installed.append("torch")
+    if backend_free:
+        installed += [b for b in CPU_BACKENDS if b not in installed]
+    for backend in installed:
+        if BACKEND_DEPS[backend]:
+            session.install(*BACKEND_DEPS[backend])
     if session.python == BACKEND_PYTHON:
         # pytorch-metric-learning is the NT-Xent reference. Without its
-        # dependencies, so that pip can never replace the torch above; tqdm
-        # is the one it imports that the test dependencies lack.
+        # dependencies, so that the installer can never replace the torch
+        # above; tqdm is the one it imports that the test dependencies lack.
         session.install("--no-deps", "pytorch-metric-learning", "tqdm")
     if "torch" in backends:
         _install_sentence_transformers(session)
-    env = {"COSINEKIT_BACKENDS": ",".join(backends), "COSINEKIT_DEVICE": device}
-    session.run("pytest", *session.posargs, env=env)
+    env = {
+        "COSINEKIT_BACKENDS": ",".join(backends),
+        "COSINEKIT_DEVICE": device,
+        "COSINEKIT_BACKEND_FREE": "1" if backend_free else "0",
+    }
+    if "jax" in installed:
+        # Every test process (the xdist workers, the subprocesses of the
+        # demo and the benchmarks) shares one cache of compiled XLA programs,
+        # kept in the session's folder and so empty on a fresh clone.
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(session.create_tmp(), "jax-cache")
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    session.run("pytest", *(XDIST if xdist else []), *session.posargs, env=env)
+
+
+# pytest-xdist: one worker per core; a worker that finishes early takes
+# tests from the others. `nox -s <session> -- -n 0` runs in one process.
+XDIST = ["-n", "auto", "--dist", "worksteal"]
 
 
 def _install_sentence_transformers(session: nox.Session) -> None:
@@ -124,15 +184,22 @@ def _install_sentence_transformers(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def numpy(session: nox.Session) -> None:
-    """Tests on NumPy, on every supported Python, plus the docstring examples."""
-    _run_tests(session, ["numpy"])
+    """Tests on NumPy, on every supported Python, plus the docstring examples.
+
+    The 3.11 session also runs the backend-free tests, with every CPU backend
+    installed for the demo and the benchmarks' smoke run.
+    """
+    backend_free = session.python == BACKEND_PYTHON
+    _run_tests(session, ["numpy"], backend_free=backend_free, xdist=backend_free)
     doctests = ["--doctest-modules", "src/cosinekit", "-p", "no:cacheprovider"]
     if session.python != BACKEND_PYTHON:
-        # cosinekit.torch and the autograd Functions import torch, whose CPU
-        # wheel here is for 3.11 only; their examples run in the 3.11 session.
+        # The modules that import torch (cosinekit.torch, the autograd
+        # Functions, gradient caching, all_gather) or JAX (cosinekit.jax):
+        # torch's CPU wheel here is for 3.11 only, and these sessions install
+        # neither; their examples run in the 3.11 session, which has both.
         doctests += [
-            "--ignore=src/cosinekit/torch.py",
-            "--ignore=src/cosinekit/_lib/_strategy/_torch_autograd.py",
+            "--ignore-glob=src/cosinekit/*torch*.py",
+            "--ignore=src/cosinekit/jax.py",
         ]
     session.run("pytest", *doctests)
 
@@ -158,7 +225,7 @@ def dask(session: nox.Session) -> None:
 @nox.session(python=BACKEND_PYTHON)
 def array_api_strict(session: nox.Session) -> None:
     """Tests on array-api-strict, with its default and its strictest flags."""
-    _run_tests(session, ["array_api_strict", "array_api_strictest"])
+    _run_tests(session, ["array_api_strict", "array_api_strictest"], xdist=False)
 
 
 @nox.session(python=BACKEND_PYTHON)

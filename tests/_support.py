@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import enum
 import importlib
+import itertools
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import hypothesis
 import numpy as np
+import pytest
 
 from cosinekit._lib._capabilities import CAPABILITIES
 
@@ -201,6 +204,116 @@ def tolerance(dtype: Any) -> float:
     """
     name = getattr(dtype, "__name__", None) or str(dtype).rsplit(".", 1)[-1]
     return {"float64": 1e-13, "float32": 1e-5, "float16": 1e-3, "bfloat16": 8e-3}[name]
+
+
+# -- value matrices: every case on NumPy, representatives elsewhere -----------
+
+NUMPY_ONLY = pytest.mark.backends("numpy")
+# Half precision in the namespaces under test: array-api-strict's and Dask's
+# (array-api-compat's) have no float16, only PyTorch and JAX a bfloat16.
+HAS_FLOAT16 = pytest.mark.backends("numpy", "torch", "jax", "cupy")
+HAS_BFLOAT16 = pytest.mark.backends("torch", "jax")
+
+
+def representatives(cases: Sequence[Any], *keys: Callable[[Any], Hashable]) -> set[int]:
+    """Indices of a few ``cases`` that together show every value of every key.
+
+    Greedy and deterministic: the case showing the most values not yet shown
+    (the first one on ties), until every ``key(case)`` value has been shown.
+    """
+
+    def shows(index: int) -> set[tuple[int, Hashable]]:
+        return {(k, key(cases[index])) for k, key in enumerate(keys)}
+
+    wanted = set().union(*(shows(i) for i in range(len(cases))))
+    chosen: set[int] = set()
+    while wanted:
+        best = max(range(len(cases)), key=lambda i: len(shows(i) & wanted))
+        chosen.add(best)
+        wanted -= shows(best)
+    return chosen
+
+
+def numpy_full(
+    cases: Sequence[Any], *keys: Callable[[Any], Hashable], ids: Callable[[Any], str]
+) -> list[Any]:
+    """``cases`` for ``parametrize``: all of them on NumPy, representatives elsewhere.
+
+    The other backends run the cases `representatives` picks by ``keys``
+    (each value of each key once); the rest are marked `NUMPY_ONLY`. A
+    backend's own code is what differs between backends, and it sees every
+    value of every dimension; the full matrix of combinations exercises
+    backend-free code, which the NumPy sessions run.
+    """
+    chosen = representatives(cases, *keys)
+    return [
+        pytest.param(case, id=ids(case), marks=() if i in chosen else NUMPY_ONLY)
+        for i, case in enumerate(cases)
+    ]
+
+
+def _id(value: Any, index: int) -> str:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return str(value)
+    return str(index)
+
+
+def numpy_matrix(*dimensions: Sequence[Any]) -> list[Any]:
+    """Every combination of ``dimensions`` on NumPy; elsewhere each value once.
+
+    For ``parametrize`` with one argument name per dimension. A value may be
+    a ``pytest.param(value, marks=...)`` (a dtype that some backends lack,
+    say): its marks go to each combination using it, and such a value gets
+    representatives of its own, so that every backend that can run it does.
+    """
+    unpacked = [
+        [
+            (value.values[0], list(value.marks), value.id or _id(value.values[0], i))
+            if isinstance(value, type(pytest.param(None)))
+            else (value, [], _id(value, i))
+            for i, value in enumerate(dimension)
+        ]
+        for dimension in dimensions
+    ]
+    combos = list(itertools.product(*unpacked))
+    marked = [tuple(k for k, part in enumerate(combo) if part[1]) for combo in combos]
+    chosen: set[int] = set()
+    for group in set(marked):
+        members = [i for i, m in enumerate(marked) if m == group]
+        # Unmarked values: every value of every dimension. Marked ones: each
+        # marked value once (the unmarked group shows the other dimensions).
+        shown = group or tuple(range(len(dimensions)))
+        keys = [lambda i, k=k: combos[i][k][2] for k in shown]
+        chosen |= {members[j] for j in representatives(members, *keys)}
+    params = []
+    for i, combo in enumerate(combos):
+        marks = [mark for part in combo for mark in part[1]]
+        if i not in chosen:
+            marks.append(NUMPY_ONLY)
+        values = [part[0] for part in combo]
+        params.append(pytest.param(*values, marks=marks, id="-".join(part[2] for part in combo)))
+    return params
+
+
+# -- Hypothesis: the full budget on NumPy, fewer examples elsewhere ----------
+
+
+def property_settings(library: Backend, max_examples: int) -> hypothesis.settings:
+    """Settings for a property test on ``library``: ``max_examples`` on NumPy.
+
+    A property holds the same on every backend, and NumPy, where an example
+    costs microseconds, draws the full budget. The other backends draw a
+    third of it, JAX and Dask a sixth (at least 5 everywhere): each example
+    there pays per-call overheads, on JAX every new shape compiles each
+    operation, and on Dask each example builds and runs a task graph.
+    """
+    share = {Backend.NUMPY: 1, Backend.JAX: 6, Backend.DASK: 6}.get(library, 3)
+    examples = max(5, max_examples // share)
+    return hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+    )
 
 
 def capabilities(*, shape: str | None = None, backend: str | None = None) -> list[str]:

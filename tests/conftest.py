@@ -47,8 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "backends(*names): the test needs one of these backends; it is not collected "
-        "in a session that tests none of them, and with the xp fixture runs for them only "
-        "(no skip in the body)",
+        "in a session that tests none of them (no skip in the body), and a test taking "
+        "the xp fixture runs on these backends only",
     )
     config.addinivalue_line(
         "markers",
@@ -78,23 +78,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     on_gpu = os.environ.get(DEVICE_ENV, "cpu") != "cpu"
     kept, dropped = [], []
     for item in items:
-        marker = item.get_closest_marker("backends")
-        wanted = {Backend(name) for name in marker.args} if marker else None
-        # A marked test that takes the `xp` fixture runs for the marked backends only.
-        param = getattr(item, "callspec", None)
-        library = param.params.get("library") if param is not None else None
         if (
-            (wanted is not None and requested is not None and not wanted & requested)
-            or (wanted is not None and isinstance(library, Backend) and library not in wanted)
-            or (item.get_closest_marker("backend_free") and not run_backend_free)
-            or (item.get_closest_marker("gpu") and not on_gpu)
+            _wanted(item, requested)
+            and (run_backend_free or not item.get_closest_marker("backend_free"))
+            and (on_gpu or not item.get_closest_marker("gpu"))
         ):
-            dropped.append(item)
-        else:
             kept.append(item)
+        else:
+            dropped.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+def _wanted(item: pytest.Item, requested: set[Backend] | None) -> bool:
+    """Whether ``item`` tests a backend its ``backends`` markers allow.
+
+    Each ``backends`` marker (on the function, its class or module, or on
+    one parameter set, as ``pytest.param(..., marks=...)``) narrows the
+    backends: a session must test one of them, and an item parametrized by
+    the ``library`` fixture must have one of them as its own.
+    """
+    wanted = set(Backend)
+    for marker in item.iter_markers("backends"):
+        wanted &= {Backend(name) for name in marker.args}
+    if requested is not None and not wanted & requested:
+        return False
+    callspec = getattr(item, "callspec", None)
+    library = callspec.params.get("library") if callspec is not None else None
+    return library is None or library in wanted
 
 
 def _selected() -> list[Backend]:

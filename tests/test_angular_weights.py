@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy, tolerance, xp_assert_close
+from _support import asarray, to_numpy, tolerance, xp_assert_close
 
 
 def exact_angle(u: np.ndarray, v: np.ndarray) -> float:
@@ -131,9 +131,9 @@ def test_zero_weights_on_zero_vector_match_scipy_nan_free(xp: ModuleType) -> Non
 
 
 def _optax_cosine(x1: np.ndarray, x2: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    optax = pytest.importorskip("optax", reason="optax is the reference for masks")
     import jax
     import jax.numpy as jnp
+    import optax
 
     jax.config.update("jax_enable_x64", True)
     # optax.cosine_similarity(predictions, targets, *, epsilon, axis, where):
@@ -143,6 +143,9 @@ def _optax_cosine(x1: np.ndarray, x2: np.ndarray, mask: np.ndarray) -> np.ndarra
     )
 
 
+# optax is installed with JAX, in its session only; elsewhere SciPy's weights
+# with zeros are the reference (test_feature_weights_match_scipy).
+@pytest.mark.backends("jax")
 def test_mask_matches_optax_where(xp: ModuleType) -> None:
     rng = np.random.default_rng(3)
     x1 = rng.standard_normal((5, 6))
@@ -168,20 +171,19 @@ def test_masked_features_are_ignored_even_when_nan(xp: ModuleType) -> None:
     xp_assert_close(result, [0.8, 0.96], xp=xp, dtype=xp.float64, rtol=tol)
 
 
-def test_torch_backend_mask_matches_optax(library: Backend) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("checks the weighted path under torch autograd")
-    import torch
-
+@pytest.mark.backends("torch")
+def test_torch_mask_under_autograd_matches_scipy(xp: ModuleType) -> None:
+    # The weighted path under torch autograd. The reference is SciPy's
+    # weighted cosine with 0/1 weights (optax, the mask reference above, is
+    # installed with JAX only).
     rng = np.random.default_rng(4)
     x1 = rng.standard_normal((3, 4))
     x2 = rng.standard_normal((3, 4))
     mask = np.array([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
-    a = torch.tensor(x1, requires_grad=True)
-    result = ck.cosine_similarity(a, torch.tensor(x2), feature_weights=torch.tensor(mask))
-    np.testing.assert_allclose(
-        result.detach().numpy(), _optax_cosine(x1, x2, mask.astype(bool)), rtol=1e-13
-    )
+    expected = [1 - _scipy_cosine(u, v, w) for u, v, w in zip(x1, x2, mask, strict=True)]
+    a = asarray(xp, x1).requires_grad_(True)
+    result = ck.cosine_similarity(a, asarray(xp, x2), feature_weights=asarray(xp, mask))
+    np.testing.assert_allclose(to_numpy(result), expected, rtol=1e-13)
     result.sum().backward()
     # A masked feature does not influence the result: its gradient is 0.
     np.testing.assert_array_equal(to_numpy(a.grad)[mask == 0], 0.0)

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+# The benchmarks pick the backends that import: one session (with every
+# CPU backend installed) runs them.
+pytestmark = pytest.mark.backend_free
+
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 

@@ -17,6 +17,7 @@ import cosinekit as ck
 MIB = 2**20
 
 
+@pytest.mark.backend_free  # NumPy arrays only: tracemalloc sees NumPy's allocations
 def test_cosent_peak_memory_is_linear_at_n_20000() -> None:
     n, d = 20_000, 64
     rng = np.random.default_rng(0)
@@ -35,10 +36,11 @@ def test_cosent_peak_memory_is_linear_at_n_20000() -> None:
     assert peak < 64 * MIB, f"peak {peak / MIB:.1f} MiB"
 
 
+@pytest.mark.backends("jax")
 def test_ntxent_memory_under_jit_is_quadratic_not_cubic() -> None:
-    jax = pytest.importorskip("jax")
-    optax = pytest.importorskip("optax", reason="optax is the peer")
+    import jax
     import jax.numpy as jnp
+    import optax
 
     n, d = 1024, 256
     x = jnp.zeros((n, d), dtype=jnp.float32)

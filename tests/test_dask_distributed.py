@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -11,12 +10,15 @@ import pytest
 from sklearn.metrics.pairwise import cosine_similarity
 
 import cosinekit as ck
-from _support import Backend
+
+# The cluster runs Dask arrays only.
+pytestmark = [pytest.mark.backends("dask"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    distributed = pytest.importorskip("dask.distributed")
+    from dask import distributed
+
     with (
         distributed.LocalCluster(
             n_workers=2,
@@ -24,19 +26,20 @@ def client() -> Iterator[Any]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # No dashboard, and the scheduler's HTTP server on a free port:
+            # its default, 8787, may be taken (another cluster on the
+            # machine, this module's fixture on another pytest-xdist worker),
+            # and the warning would be an error.
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         distributed.Client(cluster) as connected,
     ):
         yield connected
 
 
-@pytest.mark.slow
-def test_pairwise_and_topk_on_a_cluster(xp: ModuleType, library: Backend, request: Any) -> None:
-    if library is not Backend.DASK:
-        pytest.skip("the cluster runs Dask arrays only")
+def test_pairwise_and_topk_on_a_cluster(client: Any) -> None:
     import dask.array as da
 
-    client = request.getfixturevalue("client")
     rng = np.random.default_rng(11)
     queries = rng.standard_normal((60, 8))
     keys = rng.standard_normal((500, 8))
@@ -66,20 +69,14 @@ def test_pairwise_and_topk_on_a_cluster(xp: ModuleType, library: Backend, reques
     np.testing.assert_array_equal(indices[5], np.arange(10))
 
 
-@pytest.mark.slow
-def test_search_keys_generated_on_the_workers(
-    xp: ModuleType, library: Backend, request: Any
-) -> None:
+def test_search_keys_generated_on_the_workers(client: Any) -> None:
     """A small version of the benchmark's run: keys made chunk by chunk on the workers.
 
     Each key chunk is searched by one task where it lives; the (n, k) partial
     results are merged in a tree, so no task sees more than two of them.
     """
-    if library is not Backend.DASK:
-        pytest.skip("the cluster runs Dask arrays only")
     import dask.array as da
 
-    client = request.getfixturevalue("client")
     keys = da.random.RandomState(5).standard_normal((40_000, 16), chunks=(5_000, 16))
     queries = keys[:50]
     values, indices = ck.cosine_topk(queries, keys, 5, exclude_self=True)

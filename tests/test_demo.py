@@ -1,7 +1,8 @@
 """``python -m cosinekit``: the seed example on every installed backend.
 
 The demo iterates over the installed libraries itself, so these tests do not
-take the ``xp`` fixture.
+take the ``xp`` fixture: they are backend-free and run in one session, which
+installs every CPU backend.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import cosinekit as ck
 from cosinekit import __main__ as demo
 
 TUTORIAL_LOSS = 0.077168673  # recorded from TensorFlow by the tutorial
+pytestmark = pytest.mark.backend_free
 OTHER_BACKENDS = ["torch", "jax", "dask", "array_api_strict", "cupy"]
 
 

@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics.pairwise import cosine_similarity as sklearn_cosine
 
 import cosinekit as ck
-from _support import Backend, asarray, capabilities, xp_assert_close
+from _support import HAS_FLOAT16, Backend, asarray, capabilities, numpy_matrix, xp_assert_close
 
 SHAPE = (2, 3)
 
@@ -54,10 +54,12 @@ ARRAY_CALLS = {
 ONE_ARRAY = {"l2_normalize", "cosine_similar_pairs", "cosine_communities"}
 
 
+@pytest.mark.backends("numpy")
 def test_every_numpy_function_is_checked_for_masked_arrays() -> None:
     assert sorted(ARRAY_CALLS) == sorted(capabilities(backend="numpy"))
 
 
+@pytest.mark.backends("numpy")
 @pytest.mark.parametrize("name", ARRAY_CALLS)
 def test_masked_array_is_type_error(name: str) -> None:
     plain = np.arange(1.0, 7.0).reshape(SHAPE)
@@ -74,6 +76,7 @@ def test_masked_array_is_type_error(name: str) -> None:
         call(np.ma.array(plain), np.ma.array(plain))
 
 
+@pytest.mark.backends("numpy")
 def test_masked_array_in_side_arguments_is_type_error() -> None:
     x = np.arange(1.0, 7.0).reshape(SHAPE)
     masked_row = np.ma.array(np.ones(SHAPE[0]), mask=[0, 1])
@@ -86,6 +89,7 @@ def test_masked_array_in_side_arguments_is_type_error() -> None:
         ck.cosine_similarity(x, x, feature_weights=masked_features)
 
 
+@pytest.mark.backends("numpy")
 def test_masked_array_hint_gives_the_masked_cosine() -> None:
     """The error's suggestion, ``feature_weights=1 - x.mask``, is the masked cosine."""
     x1 = np.ma.array([[1.0, 5.0, 0.0]], mask=[[0, 1, 0]])
@@ -95,6 +99,7 @@ def test_masked_array_hint_gives_the_masked_cosine() -> None:
     np.testing.assert_allclose(result, [1.0])
 
 
+@pytest.mark.backends("numpy")
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("name", ARRAY_CALLS)
 def test_numpy_matrix_is_type_error(name: str) -> None:
@@ -197,8 +202,7 @@ ROW_REFERENCES = {
 }
 
 
-@pytest.mark.parametrize("eps", [None, 1e-3])
-@pytest.mark.parametrize("name", list(ROW_REFERENCES))
+@pytest.mark.parametrize(("name", "eps"), numpy_matrix(list(ROW_REFERENCES), [None, 1e-3]))
 def test_non_finite_rows_give_nan_whatever_the_other_row(
     xp: ModuleType, library: Backend, name: str, eps: float | None
 ) -> None:
@@ -236,14 +240,18 @@ def test_nan_feature_weight_gives_nan(xp: ModuleType, name: str) -> None:
     xp_assert_close(got, expected, xp=xp, dtype=got.dtype, rtol=1e-12, atol=1e-7)
 
 
-def test_non_finite_rows_under_torch_compile() -> None:
-    torch = pytest.importorskip("torch")
+@pytest.mark.backends("torch")
+def test_non_finite_rows_under_torch_compile(xp: ModuleType) -> None:
+    import torch
+
     x1, x2 = _kind_pairs()
-    a, b = torch.from_numpy(x1), torch.from_numpy(x2)
+    a, b = asarray(xp, x1), asarray(xp, x2)
     for name, reference in ROW_REFERENCES.items():
         compiled = torch.compile(getattr(ck, name), fullgraph=True, backend="eager")
         expected = reference(_reference_cosine(x1, x2))
-        np.testing.assert_allclose(compiled(a, b).numpy(), expected, rtol=1e-12, atol=1e-15)
+        xp_assert_close(
+            compiled(a, b), expected, xp=xp, dtype=torch.float64, rtol=1e-12, atol=1e-15
+        )
 
 
 # -- eps outside the compute dtype --------------------------------------------
@@ -311,13 +319,13 @@ def _like(x: Any, values: np.ndarray) -> Any:
 EPS_NAMES = list(_eps_calls())
 
 
-@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-@pytest.mark.parametrize("name", EPS_NAMES)
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    numpy_matrix(EPS_NAMES, [pytest.param("float16", marks=HAS_FLOAT16), "float32", "float64"]),
+)
 def test_eps_below_the_dtype_clamps_nothing(xp: ModuleType, name: str, dtype: str) -> None:
     from _support import tolerance
 
-    if not hasattr(xp, dtype):
-        pytest.skip(f"this namespace has no {dtype}")
     magnitude = {"float16": 1e-4, "float32": 1e-30, "float64": 1e-300}[dtype]
     x1 = np.array([[1.0, 2.0, -3.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [3.0, -1.0, 2.0]])
     x2 = np.array([[2.0, 1.0, 1.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [-1.0, 2.0, 0.5]])
@@ -376,9 +384,8 @@ def _with_unit_diagonal(matrix: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def test_dask_unknown_chunk_sizes_name_the_fix(library: Backend) -> None:
-    if library is not Backend.DASK:
-        pytest.skip("unknown chunk sizes are a Dask property")
+@pytest.mark.backends("dask")
+def test_dask_unknown_chunk_sizes_name_the_fix() -> None:
     import dask.array as da
 
     data = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [-1.0, 0.5, 2.0], [0.0, 0.0, 0.0]])
@@ -420,10 +427,9 @@ def test_dask_unknown_chunk_sizes_name_the_fix(library: Backend) -> None:
 # -- torch meta tensors: shapes only ------------------------------------------
 
 
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
-def test_torch_meta_tensors_give_meta_results(library: Backend, dtype: str) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("meta tensors are a PyTorch device")
+def test_torch_meta_tensors_give_meta_results(dtype: str) -> None:
     import torch
 
     torch_dtype = getattr(torch, dtype)
@@ -480,11 +486,10 @@ def _masked_pairwise_reference_grad(x: np.ndarray, y: np.ndarray, w: np.ndarray)
     return t.grad.numpy()
 
 
+@pytest.mark.backends("torch", "jax")
 def test_pairwise_nan_row_of_y_does_not_spread_into_gradients(
     library: Backend, xp: ModuleType
 ) -> None:
-    if library not in (Backend.TORCH, Backend.JAX):
-        pytest.skip("gradients: PyTorch and JAX")
     rng = np.random.default_rng(5)
     x, y = rng.standard_normal((4, 3)), rng.standard_normal((5, 3))
     y[2, 1] = np.nan
@@ -524,12 +529,11 @@ def test_pairwise_nan_row_of_y_does_not_spread_into_gradients(
         np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.backends("torch", "jax")
 def test_row_wise_non_finite_partner_affects_only_its_row(
     library: Backend, xp: ModuleType
 ) -> None:
     """A finite x1 paired with an inf x2: that row's gradient is NaN or 0; other rows exact."""
-    if library not in (Backend.TORCH, Backend.JAX):
-        pytest.skip("gradients: PyTorch and JAX")
     torch = pytest.importorskip("torch", reason="torch is the gradient reference")
     x1 = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 0.0], [-2.0, 0.5, 1.0]])
     x2 = np.array([[np.inf, 1.0, 0.0], [2.0, 1.0, 1.0], [1.0, np.nan, 1.0]])

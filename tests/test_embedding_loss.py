@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import cosinekit as ck
-from _support import asarray, tolerance, xp_assert_close, xp_assert_equal
+from _support import asarray, numpy_matrix, tolerance, xp_assert_close, xp_assert_equal
 
 N, D = 8, 5
 # 1 pulls together, -1 pushes apart, anything else contributes 0 (as PyTorch).
@@ -57,10 +57,10 @@ def _tolerances(dtype: str) -> dict[str, float]:
     return {"rtol": tolerance(dtype), "atol": tolerance(dtype) / 10}
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("margin", MARGINS)
-@pytest.mark.parametrize("targets", TARGETS)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("dtype", "targets", "margin", "reduction"),
+    numpy_matrix(["float32", "float64"], list(TARGETS), MARGINS, REDUCTIONS),
+)
 def test_matches_torch(
     xp: ModuleType, dtype: str, targets: str, margin: float, reduction: str
 ) -> None:
@@ -125,8 +125,7 @@ def test_feature_axis_of_3d_inputs(xp: ModuleType, axis: int) -> None:
     xp_assert_close(loss, flat.reshape(batch), xp=xp, dtype=xp.float64, **_tolerances("float64"))
 
 
-@pytest.mark.parametrize("margin", MARGINS)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(("reduction", "margin"), numpy_matrix(REDUCTIONS, MARGINS))
 def test_zero_vectors_are_safe(xp: ModuleType, margin: float, reduction: str) -> None:
     a, b = _inputs("float64", seed=4)
     a[[0, 1, 6]] = 0.0

@@ -1,4 +1,9 @@
-"""Every error the contract promises, with its exception type and message."""
+"""Every error the contract promises, with its exception type and message.
+
+The argument checks run before any backend computes, so NumPy runs each
+function with each bad value, and the other backends each function and each
+bad value at least once (`numpy_matrix`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 import pytest
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy
+from _support import asarray, numpy_matrix, to_numpy
 
 # Every function that takes two arrays; the embedding loss also takes a target.
 TWO_INPUT = [
@@ -22,6 +27,9 @@ TWO_INPUT = [
 ]
 ROW_WISE = ["cosine_similarity", "cosine_distance", "angular_distance"]
 SHAPE = (2, 3)
+
+
+NOT_NUMPY = ["torch", "jax", "dask", "array_api_strict", "array_api_strictest", "cupy"]
 
 
 def _call(name: str, x1: Any, x2: Any, target: Any, **kwargs: Any) -> Any:
@@ -50,9 +58,11 @@ def _inputs(xp: ModuleType, shape: tuple[int, ...] = SHAPE) -> Any:
 # -- arrays of the wrong kind -------------------------------------------------
 
 
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("name", TWO_INPUT)
 def test_numpy_mixed_with_torch_names_both(name: str) -> None:
-    torch = pytest.importorskip("torch", reason="the mix needs a second library")
+    import torch
+
     a = np.ones(SHAPE)
     t = torch.ones(SHAPE, dtype=torch.float64)
     pattern = _both("numpy.ndarray", "torch.Tensor")
@@ -62,8 +72,10 @@ def test_numpy_mixed_with_torch_names_both(name: str) -> None:
         _call(name, t, a, np.ones(SHAPE[0]))
 
 
+@pytest.mark.backends("torch")
 def test_numpy_mixed_with_torch_in_side_arguments() -> None:
-    torch = pytest.importorskip("torch", reason="the mix needs a second library")
+    import torch
+
     a = np.ones(SHAPE)
     pattern = _both("numpy.ndarray", "torch.Tensor")
     with pytest.raises(TypeError, match=pattern):
@@ -75,10 +87,10 @@ def test_numpy_mixed_with_torch_in_side_arguments() -> None:
             getattr(ck, name)(a, a, feature_weights=torch.ones(SHAPE[1]))
 
 
+# NumPy with NumPy is one library: see test_numpy_mixed_with_torch_names_both.
+@pytest.mark.backends(*NOT_NUMPY)
 @pytest.mark.parametrize("name", TWO_INPUT)
-def test_backend_mixed_with_numpy_names_both(xp: ModuleType, library: Backend, name: str) -> None:
-    if library is Backend.NUMPY:
-        pytest.skip("NumPy with NumPy is one library; see test_numpy_mixed_with_torch_names_both")
+def test_backend_mixed_with_numpy_names_both(xp: ModuleType, name: str) -> None:
     x = _inputs(xp)
     a = np.ones(SHAPE)
     pattern = _both(type(x).__name__, "numpy.ndarray")
@@ -91,8 +103,7 @@ def test_backend_mixed_with_numpy_names_both(xp: ModuleType, library: Backend, n
 NOT_ARRAYS = {"list": [1.0, 2.0, 3.0], "float": 1.0, "int": 3, "NoneType": None}
 
 
-@pytest.mark.parametrize("kind", NOT_ARRAYS)
-@pytest.mark.parametrize("name", TWO_INPUT)
+@pytest.mark.parametrize(("name", "kind"), numpy_matrix(TWO_INPUT, list(NOT_ARRAYS)))
 def test_non_array_is_type_error(xp: ModuleType, name: str, kind: str) -> None:
     x, bad = _inputs(xp), NOT_ARRAYS[kind]
     pattern = _both("must be an array", kind)
@@ -140,8 +151,7 @@ def test_complex_in_other_arguments_is_type_error(xp: ModuleType) -> None:
 # -- axis ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("axis", [2, -3, 10])
-@pytest.mark.parametrize("name", [*TWO_INPUT, "l2_normalize"])
+@pytest.mark.parametrize(("name", "axis"), numpy_matrix([*TWO_INPUT, "l2_normalize"], [2, -3, 10]))
 def test_axis_out_of_range(xp: ModuleType, name: str, axis: int) -> None:
     x = _inputs(xp)
     # The contract allows the namespace's own IndexError as well.
@@ -149,8 +159,13 @@ def test_axis_out_of_range(xp: ModuleType, name: str, axis: int) -> None:
         _call(name, x, x, _target(xp), axis=axis)
 
 
-@pytest.mark.parametrize("axis", [1.0, "1", None, (0, 1)])
-@pytest.mark.parametrize("name", [*TWO_INPUT, "l2_normalize"])
+@pytest.mark.parametrize(
+    ("name", "axis"),
+    numpy_matrix(
+        [*TWO_INPUT, "l2_normalize"],
+        [1.0, "1", None, pytest.param((0, 1), id="(0, 1)")],
+    ),
+)
 def test_axis_not_an_integer(xp: ModuleType, name: str, axis: Any) -> None:
     x = _inputs(xp)
     with pytest.raises(TypeError, match="axis"):
@@ -209,21 +224,21 @@ def test_unknown_reduction_lists_the_valid_ones(xp: ModuleType, reduction: Any) 
         ck.cosine_embedding_loss(x, x, _target(xp), reduction=reduction)
 
 
-@pytest.mark.parametrize("eps", [0.0, -1e-8, float("nan"), -float("inf")])
-@pytest.mark.parametrize("name", [*TWO_INPUT, "l2_normalize"])
+@pytest.mark.parametrize(
+    ("name", "eps"),
+    numpy_matrix([*TWO_INPUT, "l2_normalize"], [0.0, -1e-8, float("nan"), -float("inf")]),
+)
 def test_eps_must_be_positive(xp: ModuleType, name: str, eps: float) -> None:
     x = _inputs(xp)
     with pytest.raises(ValueError, match="eps"):
         _call(name, x, x, _target(xp), eps=eps)
 
 
-EAGER = {Backend.NUMPY, Backend.TORCH, Backend.ARRAY_API_STRICT, Backend.CUPY}
-
-
+# The check reads the weights' values: Dask and JAX arrays may be lazy or
+# traced, and the strictest array-api-strict flags refuse data-dependent reads.
+@pytest.mark.backends("numpy", "torch", "array_api_strict", "cupy")
 @pytest.mark.parametrize("name", ROW_WISE)
-def test_negative_feature_weights(xp: ModuleType, library: Backend, name: str) -> None:
-    if library not in EAGER:
-        pytest.skip(f"{library.value} arrays may be lazy or traced: their weights are not read")
+def test_negative_feature_weights(xp: ModuleType, name: str) -> None:
     x = _inputs(xp)
     weights = asarray(xp, np.array([1.0, -0.5, 2.0]))
     with pytest.raises(ValueError, match="non-negative"):

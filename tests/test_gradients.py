@@ -8,6 +8,7 @@ float64 NumPy on rescaled vectors so it holds at every magnitude.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -17,6 +18,9 @@ import pytest
 
 import cosinekit as ck
 from _support import Backend, asarray, to_numpy
+
+# Automatic differentiation: PyTorch and JAX.
+pytestmark = pytest.mark.backends("torch", "jax")
 
 TARGET = [1.0, -1.0, 1.0, -1.0]
 
@@ -48,16 +52,10 @@ def _like(reference: Any, values: Any) -> Any:
     )
 
 
-def _autodiff(library: Backend) -> None:
-    if library not in (Backend.TORCH, Backend.JAX):
-        pytest.skip(f"{library.value} has no automatic differentiation")
-
-
 def gradients(
     xp: ModuleType, library: Backend, fn: Callable[..., Any], *arrays: np.ndarray
 ) -> list[np.ndarray]:
     """Gradients of ``sum(fn(*arrays))`` with respect to every array, as NumPy."""
-    _autodiff(library)
     if library is Backend.TORCH:
         import torch
 
@@ -93,10 +91,9 @@ def _data(seed: int, shape: tuple[int, ...] = (4, 5)) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape)
 
 
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("name", CASES)
-def test_torch_gradcheck(xp: ModuleType, library: Backend, name: str) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("torch.autograd.gradcheck needs torch tensors")
+def test_torch_gradcheck(xp: ModuleType, name: str) -> None:
     import torch
 
     count, fn = CASES[name]
@@ -104,10 +101,9 @@ def test_torch_gradcheck(xp: ModuleType, library: Backend, name: str) -> None:
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.backends("jax")
 @pytest.mark.parametrize("name", CASES)
-def test_jax_check_grads(xp: ModuleType, library: Backend, name: str) -> None:
-    if library is not Backend.JAX:
-        pytest.skip("jax.test_util.check_grads needs JAX arrays")
+def test_jax_check_grads(xp: ModuleType, name: str) -> None:
     from jax.test_util import check_grads
 
     count, fn = CASES[name]
@@ -128,37 +124,39 @@ def test_cosine_gradient_matches_closed_form(
     np.testing.assert_allclose(g2, e2, rtol=1e-12, atol=1e-14 * np.max(np.abs(e2)))
 
 
+@functools.cache
+def _compiled_similarity() -> Callable[..., Any]:
+    """One compiled graph for every scale: the branch is chosen when it runs, not traced."""
+    import torch
+
+    return torch.compile(ck.cosine_similarity, fullgraph=True, backend="aot_eager")
+
+
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("scale", [1e-300, 1e-20, 1.0, 1e300])
 def test_torch_compile_gradient_matches_closed_form(
     xp: ModuleType, library: Backend, scale: float
 ) -> None:
-    # Under torch.compile the closed-form backward is traced with the parts
-    # of whichever branch ran: the rescaled one here, except at scale 1.
-    if library is not Backend.TORCH:
-        pytest.skip("torch.compile needs torch tensors")
-    import torch
-
+    # Under torch.compile the closed-form backward runs with the parts of
+    # whichever branch ran: the rescaled one here, except at scale 1. The
+    # inputs have one shape and dtype, so the four scales share one graph
+    # (fullgraph=True: a recompile past Dynamo's limit would be an error).
     x1 = _data(1) * scale
     x2 = _data(2)
     x1[0] = [1.0, 2.0, 3.0, 4.0, 5.0]
-    torch._dynamo.reset()
-    compiled = torch.compile(ck.cosine_similarity, fullgraph=True, backend="aot_eager")
-    g1, g2 = gradients(xp, library, compiled, x1, x2)
+    g1, g2 = gradients(xp, library, _compiled_similarity(), x1, x2)
     e1, e2 = cosine_gradient(x1, x2)
     np.testing.assert_allclose(g1, e1, rtol=1e-12, atol=1e-14 * np.max(np.abs(e1)))
     np.testing.assert_allclose(g2, e2, rtol=1e-12, atol=1e-14 * np.max(np.abs(e2)))
 
 
+@pytest.mark.backends("jax")
 @pytest.mark.parametrize("eps", [None, 0.5])
-def test_jax_forward_mode_and_second_order(
-    xp: ModuleType, library: Backend, eps: float | None
-) -> None:
+def test_jax_forward_mode_and_second_order(xp: ModuleType, eps: float | None) -> None:
     # The JAX derivative is a custom jvp rule: jacfwd and the Hessian go
     # through it. Reference: optax's plain formula, differentiated by JAX
     # (optax clamps each squared norm by epsilon, so epsilon = eps**2 is
     # the same clamp; eps=0.5 clamps x1[0], whose norm is 0.19).
-    if library is not Backend.JAX:
-        pytest.skip("forward mode and Hessians of the JAX derivative rule")
     import jax
     import optax
 
@@ -292,12 +290,11 @@ def test_gradient_with_eps_matches_finite_differences(
         np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("eps", [None, 1.0])
-def test_torch_second_derivatives(xp: ModuleType, library: Backend, eps: float | None) -> None:
+def test_torch_second_derivatives(xp: ModuleType, eps: float | None) -> None:
     # Gradient penalties differentiate a gradient (create_graph=True); the
     # eager fast path's closed-form backward must then be differentiable too.
-    if library is not Backend.TORCH:
-        pytest.skip("torch.autograd.gradgradcheck needs torch tensors")
     import torch
 
     x1, x2 = _data(13), _data(14)

@@ -62,13 +62,18 @@ def mp_rows(x1: Any, x2: Any) -> np.ndarray:
 
 
 def half_dtype(library: Backend, xp: ModuleType, name: str) -> Any:
-    """``float16`` or ``bfloat16`` of the backend, or skip where it has none."""
-    if library in (Backend.NUMPY, Backend.DASK) and name == "float16":
+    """``float16`` or ``bfloat16`` of the backend (see `HALF_DTYPES` for where they exist)."""
+    if library in (Backend.NUMPY, Backend.DASK):
         return np.float16
-    if library in (Backend.TORCH, Backend.JAX):
-        return getattr(xp, name)
-    pytest.skip(f"{library.value} has no {name} dtype")
-    return None
+    return getattr(xp, name)
+
+
+# Dask arrays take NumPy's float16; array-api-strict has no half precision (and
+# CuPy's is not tested here).
+HALF_DTYPES = [
+    pytest.param("float16", marks=pytest.mark.backends("numpy", "dask", "torch", "jax")),
+    pytest.param("bfloat16", marks=pytest.mark.backends("torch", "jax")),
+]
 
 
 def flushes_subnormals(library: Backend) -> bool:
@@ -119,7 +124,7 @@ def test_largest_finite_float64(xp: ModuleType) -> None:
     xp_assert_close(result, [0.0, np.sqrt(0.5)], xp=xp, dtype=xp.float64, rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", HALF_DTYPES)
 @pytest.mark.parametrize("magnitude", [1.0, 300.0, 4096.0, 60000.0])
 def test_half_precision_large_values(
     xp: ModuleType, library: Backend, name: str, magnitude: float
@@ -139,13 +144,12 @@ def test_half_precision_large_values(
     np.testing.assert_allclose(norms, 1.0, rtol=2 * tolerance(name))
 
 
-def test_torch_float16_overflows_where_cosinekit_does_not(library: Backend) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("compares with torch.nn.functional.cosine_similarity")
+@pytest.mark.backends("torch")
+def test_torch_float16_overflows_where_cosinekit_does_not(xp: ModuleType) -> None:
     import torch
 
-    a = torch.tensor([60000.0, 30000.0], dtype=torch.float16)
-    b = torch.tensor([30000.0, 60000.0], dtype=torch.float16)
+    a = asarray(xp, [60000.0, 30000.0], dtype=torch.float16)
+    b = asarray(xp, [30000.0, 60000.0], dtype=torch.float16)
     # PyTorch squares in float16: 60000**2 is inf and the result collapses.
     peer = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     ours = float(ck.cosine_similarity(a, b))
@@ -295,14 +299,13 @@ def test_explicit_eps_clamps_each_norm(xp: ModuleType, eps: float) -> None:
     xp_assert_close(ck.l2_normalize(a, eps=eps), x1 / norms, xp=xp, dtype=xp.float64, rtol=tol)
 
 
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("eps", [1e-8, 1e-3, 0.5])
-def test_explicit_eps_matches_torch(library: Backend, eps: float) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("compares with torch.nn.functional on torch tensors")
+def test_explicit_eps_matches_torch(xp: ModuleType, eps: float) -> None:
     import torch
 
-    x1 = torch.tensor([[1e-4, 0.0], [3.0, 4.0], [1e-9, 1e-9], [0.3, 0.1]], dtype=torch.float64)
-    x2 = torch.tensor([[1.0, 1.0], [1e-5, 0.0], [2e-9, 1e-9], [0.2, 0.4]], dtype=torch.float64)
+    x1 = asarray(xp, [[1e-4, 0.0], [3.0, 4.0], [1e-9, 1e-9], [0.3, 0.1]], dtype=torch.float64)
+    x2 = asarray(xp, [[1.0, 1.0], [1e-5, 0.0], [2e-9, 1e-9], [0.2, 0.4]], dtype=torch.float64)
     peer = torch.nn.functional.cosine_similarity(x1, x2, dim=-1, eps=eps)
     torch.testing.assert_close(ck.cosine_similarity(x1, x2, eps=eps), peer, rtol=1e-13, atol=0)
     peer_unit = torch.nn.functional.normalize(x1, dim=-1, eps=eps)

@@ -8,13 +8,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.metrics.pairwise import cosine_distances, cosine_similarity
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy, tolerance, xp_assert_close, xp_assert_equal
+from _support import (
+    HAS_FLOAT16,
+    Backend,
+    asarray,
+    property_settings,
+    to_numpy,
+    tolerance,
+    xp_assert_close,
+    xp_assert_equal,
+)
 
 RNG = np.random.default_rng(20240604)
 
@@ -149,11 +158,9 @@ def test_nan_and_inf_rows_give_nan(xp: ModuleType) -> None:
     xp_assert_equal(distance, np.where(np.isnan(expected), np.nan, 0.0), xp=xp, dtype=xp.float64)
 
 
-@pytest.mark.parametrize("name", ["float32", "float16"])
-def test_dtype_kept(xp: ModuleType, library: Backend, name: str) -> None:
-    dtype = getattr(xp, name, None)
-    if dtype is None:
-        pytest.skip(f"{library.value} has no {name}")
+@pytest.mark.parametrize("name", ["float32", pytest.param("float16", marks=HAS_FLOAT16)])
+def test_dtype_kept(xp: ModuleType, name: str) -> None:
+    dtype = getattr(xp, name)
     x = np.array([[300.0, 400.0], [1.0, 2.0], [0.0, 0.0]])
     y = np.array([[500.0, -300.0], [2.0, 1.0]])
     result = ck.pairwise_cosine_similarity(asarray(xp, x, dtype), asarray(xp, y, dtype))
@@ -209,24 +216,25 @@ def test_mixed_libraries_and_lists_are_type_errors(xp: ModuleType, library: Back
             ck.pairwise_cosine_similarity(asarray(xp, X), X)
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    data=hnp.arrays(
-        np.float64,
-        st.tuples(st.integers(1, 5), st.integers(1, 4)),
-        # scikit-learn treats norms below 10 * eps as zero: keep clear of them.
-        elements=st.one_of(st.just(0.0), st.floats(1e-3, 1e6), st.floats(-1e6, -1e-3)),
-    ),
-    other=st.integers(1, 4),
-)
-def test_property_matches_sklearn(xp: ModuleType, data: np.ndarray, other: int) -> None:
-    y = np.roll(data, other, axis=0)[: max(1, other)]
-    result = ck.pairwise_cosine_similarity(asarray(xp, data), asarray(xp, y))
-    xp_assert_close(
-        result, cosine_similarity(data, y), xp=xp, dtype=xp.float64, rtol=0, atol=1e-14
+def test_property_matches_sklearn(xp: ModuleType, library: Backend) -> None:
+    @property_settings(library, 30)
+    @given(
+        data=hnp.arrays(
+            np.float64,
+            st.tuples(st.integers(1, 5), st.integers(1, 4)),
+            # scikit-learn treats norms below 10 * eps as zero: keep clear of them.
+            elements=st.one_of(st.just(0.0), st.floats(1e-3, 1e6), st.floats(-1e6, -1e-3)),
+        ),
+        other=st.integers(1, 4),
     )
+    def check(data: np.ndarray, other: int) -> None:
+        y = np.roll(data, other, axis=0)[: max(1, other)]
+        result = ck.pairwise_cosine_similarity(asarray(xp, data), asarray(xp, y))
+        xp_assert_close(
+            result, cosine_similarity(data, y), xp=xp, dtype=xp.float64, rtol=0, atol=1e-14
+        )
+
+    check()
 
 
 def _count_computes() -> tuple[Callable[..., Any], list[int]]:
@@ -241,9 +249,8 @@ def _count_computes() -> tuple[Callable[..., Any], list[int]]:
     return counting_get, calls
 
 
-def test_dask_stays_lazy(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.DASK:
-        pytest.skip("laziness is a Dask property")
+@pytest.mark.backends("dask")
+def test_dask_stays_lazy(xp: ModuleType) -> None:
     import dask
 
     scheduler, calls = _count_computes()
@@ -256,9 +263,8 @@ def test_dask_stays_lazy(xp: ModuleType, library: Backend) -> None:
     assert calls[0] == 2
 
 
-def test_jax_jit(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.JAX:
-        pytest.skip("jax.jit is a JAX property")
+@pytest.mark.backends("jax")
+def test_jax_jit(xp: ModuleType) -> None:
     import jax
 
     jitted = jax.jit(ck.pairwise_cosine_similarity)
@@ -272,21 +278,20 @@ def test_jax_jit(xp: ModuleType, library: Backend) -> None:
     )
 
 
-def test_torch_gradient_finite_at_zero_rows(xp: ModuleType, library: Backend) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("torch autograd")
+@pytest.mark.backends("torch")
+def test_torch_gradient_finite_at_zero_rows(xp: ModuleType) -> None:
     import torch
 
-    x = torch.tensor(X, requires_grad=True)
-    y = torch.tensor(Y)
+    x = asarray(xp, X).requires_grad_(True)
+    y = asarray(xp, Y)
     ck.pairwise_cosine_similarity(x, y).sum().backward()
-    reference = torch.tensor(X, requires_grad=True)
+    reference = asarray(xp, X).requires_grad_(True)
     torch.nn.functional.cosine_similarity(
         reference[:, None, :], y[None, :, :], dim=-1
     ).sum().backward()
     assert x.grad is not None
     assert reference.grad is not None
     # PyTorch's gradient is right away from zero rows; cosinekit's is 0 at them.
-    expected = reference.grad.numpy().copy()
+    expected = to_numpy(reference.grad).copy()
     expected[2] = 0.0
-    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(x.grad), expected, rtol=1e-12, atol=1e-15)

@@ -18,7 +18,7 @@ import pytest
 from sklearn.metrics.pairwise import cosine_distances, cosine_similarity
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy, tolerance, xp_assert_close
+from _support import HAS_FLOAT16, asarray, numpy_matrix, to_numpy, tolerance, xp_assert_close
 
 RNG = np.random.default_rng(11)
 
@@ -80,6 +80,7 @@ def _peak_ratio(call: Callable[[], Any]) -> float:
     return peak / result.nbytes
 
 
+@pytest.mark.backend_free  # NumPy arrays only: tracemalloc sees NumPy's allocations
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_numpy_peak_memory_within_1_3x_of_the_result(variant: str, dtype: str) -> None:
@@ -101,11 +102,13 @@ def _data(n: int, m: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    ("variant", "dtype"),
+    numpy_matrix(
+        list(VARIANTS), ["float64", "float32", pytest.param("float16", marks=HAS_FLOAT16)]
+    ),
+)
 def test_variant_values_match_sklearn(xp: ModuleType, variant: str, dtype: str) -> None:
-    if not hasattr(xp, dtype):
-        pytest.skip(f"this namespace has no {dtype}")
     # 37 rows: half precision runs in blocks of 3 rows, the diagonal crosses them.
     x, y = _data(37, 29, 5)
     x, y = x.astype(dtype), y.astype(dtype)
@@ -141,10 +144,9 @@ def test_inputs_not_modified_and_nan_rows(xp: ModuleType, variant: str) -> None:
 SELF_VARIANTS = ["similarity, y=None", "similarity, zero_diagonal", "distance, y=None"]
 
 
+@pytest.mark.backends("jax")
 @pytest.mark.parametrize("variant", SELF_VARIANTS)
-def test_jax_transforms(library: Backend, xp: ModuleType, variant: str) -> None:
-    if library is not Backend.JAX:
-        pytest.skip("JAX transforms")
+def test_jax_transforms(xp: ModuleType, variant: str) -> None:
     import jax
 
     call, reference = VARIANTS[variant]
@@ -176,10 +178,9 @@ def _torch_reference_grad(torch: Any, variant: str, x: np.ndarray, w: np.ndarray
     return np.where(_self_diagonal(x)[:, None] == 0, 0.0, t.grad.numpy())
 
 
+@pytest.mark.backends("torch")
 @pytest.mark.parametrize("variant", SELF_VARIANTS)
-def test_torch_paths(library: Backend, xp: ModuleType, variant: str) -> None:
-    if library is not Backend.TORCH:
-        pytest.skip("PyTorch paths")
+def test_torch_paths(variant: str) -> None:
     import torch
 
     call, reference = VARIANTS[variant]
@@ -211,9 +212,8 @@ def test_torch_paths(library: Backend, xp: ModuleType, variant: str) -> None:
     )
 
 
-def test_dask_self_variants_stay_lazy(library: Backend, xp: ModuleType) -> None:
-    if library is not Backend.DASK:
-        pytest.skip("laziness is a Dask property")
+@pytest.mark.backends("dask")
+def test_dask_self_variants_stay_lazy(xp: ModuleType) -> None:
     import dask
 
     def refuse(*args: Any, **kwargs: Any) -> Any:

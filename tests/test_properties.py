@@ -15,16 +15,14 @@ from typing import Any
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cosinekit as ck
-from _support import Backend, asarray, to_numpy, tolerance
+from _support import Backend, asarray, property_settings, to_numpy, tolerance
 
-SETTINGS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+EXAMPLES = 30
 
 
 def _elements(dtype: str) -> st.SearchStrategy[float]:
@@ -87,7 +85,7 @@ def _dtype(xp: ModuleType, name: str) -> Any:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_similarity_matches_exact_reference(xp: ModuleType, library: Backend, dtype: str) -> None:
-    @SETTINGS
+    @property_settings(library, EXAMPLES)
     @given(pairs(dtype))
     def check(pair: tuple[np.ndarray, np.ndarray]) -> None:
         x1, x2 = pair
@@ -104,7 +102,7 @@ def test_similarity_matches_exact_reference(xp: ModuleType, library: Backend, dt
 def test_angular_distance_matches_exact_reference(
     xp: ModuleType, library: Backend, dtype: str
 ) -> None:
-    @SETTINGS
+    @property_settings(library, EXAMPLES)
     @given(pairs(dtype))
     def check(pair: tuple[np.ndarray, np.ndarray]) -> None:
         x1, x2 = pair
@@ -115,8 +113,8 @@ def test_angular_distance_matches_exact_reference(
     check()
 
 
-def test_symmetry_and_bounds(xp: ModuleType) -> None:
-    @SETTINGS
+def test_symmetry_and_bounds(xp: ModuleType, library: Backend) -> None:
+    @property_settings(library, EXAMPLES)
     @given(pairs("float64"))
     def check(pair: tuple[np.ndarray, np.ndarray]) -> None:
         a, b = (asarray(xp, x) for x in pair)
@@ -134,8 +132,8 @@ def test_symmetry_and_bounds(xp: ModuleType) -> None:
     check()
 
 
-def test_scale_invariance_by_powers_of_two(xp: ModuleType) -> None:
-    @SETTINGS
+def test_scale_invariance_by_powers_of_two(xp: ModuleType, library: Backend) -> None:
+    @property_settings(library, EXAMPLES)
     @given(pairs("float64"), st.integers(-1000, 1000), st.integers(-1000, 1000))
     def check(pair: tuple[np.ndarray, np.ndarray], k1: int, k2: int) -> None:
         x1, x2 = pair
@@ -167,8 +165,8 @@ def triples(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
     return tuple(draw(hnp.arrays("float64", shape, elements=elements)) for _ in range(3))
 
 
-def test_angular_triangle_inequality(xp: ModuleType) -> None:
-    @SETTINGS
+def test_angular_triangle_inequality(xp: ModuleType, library: Backend) -> None:
+    @property_settings(library, EXAMPLES)
     @given(triples())
     def check(triple: tuple[np.ndarray, ...]) -> None:
         a, b, c = (asarray(xp, x) for x in triple)

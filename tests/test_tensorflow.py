@@ -5,6 +5,11 @@ by ``tests/data/record_tensorflow.py`` with TensorFlow itself, so these tests
 need no TensorFlow. Every case holds TF's loss on the raw inputs (which
 ``assume_normalized=True`` must reproduce) and on the l2-normalized inputs
 (which the default, normalizing, loss must reproduce).
+
+NumPy runs every case. The reductions and weights are backend-free code on
+top of the per-row loss, so the other backends run representatives: every
+input group (shape, axis and dtype), every reduction and every weights form
+at least once.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import pytest
 
 import cosinekit as ck
-from _support import asarray, xp_assert_close
+from _support import asarray, numpy_full, xp_assert_close
 
 FIXTURE = Path(__file__).parent / "data" / "tensorflow_cosine_distance.json"
 RECORDING = json.loads(FIXTURE.read_text())
@@ -35,8 +40,28 @@ RTOL = 1e-5
 ATOL = 1e-6
 
 
-def _ids(cases: list[dict[str, Any]]) -> list[str]:
-    return [case["name"] for case in cases]
+def _group(case: dict[str, Any]) -> str:
+    """The inputs a case shares with others: "rand3d_axis0_float32", "seed2d", ..."""
+    name: str = case["name"]
+    return name.split(f"_{case['reduction']}_", maxsplit=1)[0]
+
+
+def _weights_form(case: dict[str, Any]) -> str:
+    """none, scalar, zero, masked or array (the name's last part; "seed" has none)."""
+    name: str = case["name"]
+    return name.rsplit("_w", 1)[-1] if "_w" in name else "none"
+
+
+def _params(cases: list[dict[str, Any]]) -> list[Any]:
+    return numpy_full(
+        cases,
+        _group,
+        lambda case: case["reduction"],
+        _weights_form,
+        lambda case: case["dtype"],
+        lambda case: case["axis"],
+        ids=lambda case: case["name"],
+    )
 
 
 def _inputs(xp: ModuleType, case: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -59,6 +84,7 @@ def _expected(case: dict[str, Any], key: str) -> np.ndarray:
     return expected
 
 
+@pytest.mark.backend_free
 def test_fixture_is_complete() -> None:
     # Guards against a truncated or regenerated fixture silently testing less.
     assert RECORDING["tensorflow_version"]
@@ -75,7 +101,7 @@ def test_fixture_is_complete() -> None:
     [(True, "loss_raw"), (False, "loss_normalized")],
     ids=["assume_normalized-raw_inputs", "default-normalized_inputs"],
 )
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+@pytest.mark.parametrize("case", _params(CASES))
 def test_matches_tensorflow(
     xp: ModuleType, case: dict[str, Any], assume_normalized: bool, key: str
 ) -> None:
@@ -93,7 +119,7 @@ def test_matches_tensorflow(
     xp_assert_close(loss, _expected(case, key), xp=xp, dtype=dtype, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("case", ARRAY_WEIGHT_CASES, ids=_ids(ARRAY_WEIGHT_CASES))
+@pytest.mark.parametrize("case", _params(ARRAY_WEIGHT_CASES))
 def test_batch_shaped_weights_match_tensorflow(xp: ModuleType, case: dict[str, Any]) -> None:
     # TF refuses weights without the feature axis (see the fixture's
     # "weights_without_axis_note"); cosinekit accepts them, with TF's numbers.
@@ -142,7 +168,7 @@ def _float64_reference(case: dict[str, Any], *, normalized: bool) -> np.ndarray:
 FLOAT64_CASES = [case for case in CASES if case["dtype"] == "float64"]
 
 
-@pytest.mark.parametrize("case", FLOAT64_CASES, ids=_ids(FLOAT64_CASES))
+@pytest.mark.parametrize("case", _params(FLOAT64_CASES))
 def test_float64_cases_match_float64_math(xp: ModuleType, case: dict[str, Any]) -> None:
     labels, predictions, dtype = _inputs(xp, case)
     weights = _weights(xp, case["weights"], dtype)

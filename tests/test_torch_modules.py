@@ -21,6 +21,9 @@ import cosinekit as ck
 torch = pytest.importorskip("torch", reason="cosinekit.torch needs torch")
 ckt = pytest.importorskip("cosinekit.torch")
 
+# PyTorch modules on PyTorch tensors: the torch session runs them.
+pytestmark = pytest.mark.backends("torch")
+
 DYNAMO_LRU_CACHE = pytest.mark.filterwarnings(
     "ignore:Dynamo detected a call to a `functools.lru_cache`-wrapped function:UserWarning"
 )

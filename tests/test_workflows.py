@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 yaml = pytest.importorskip("yaml")
+pytestmark = pytest.mark.backend_free
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
