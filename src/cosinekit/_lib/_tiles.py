@@ -122,7 +122,7 @@ def _merge(
 
 
 def log_sum_exp(xp: ModuleType, mode: Mode, block: int, *, columns: bool) -> Rule:
-    """``(u, v, scale, row_nan, col_nan) -> (row_lse, col_lse, kept)`` and its backward.
+    """``(u, v, scale, row_nan, col_nan, shift) -> (row_lse, col_lse, kept)`` and its backward.
 
     ``u`` ``(n, d)`` and ``v`` ``(m, d)`` are unit rows without NaN;
     ``row_nan`` and ``col_nan`` are 0 or NaN per row (the rows that held NaN
@@ -130,7 +130,11 @@ def log_sum_exp(xp: ModuleType, mode: Mode, block: int, *, columns: bool) -> Rul
     each row of ``scale * clip(u v^T)``, NaN where the row or any column
     held NaN; ``col_lse`` the same per column where ``columns`` (else shape
     ``(0,)``); ``kept`` the logits of the one tile, or shape ``(0, 0)`` when
-    tiled. ``scale`` is a Python number or a 0-d array.
+    tiled. ``scale`` is a Python number or a 0-d array. ``shift`` (a
+    constant, or None) is each row's positive cosine, also each column's
+    with ``columns``: the backward then gives ``scale`` the gradient of the
+    losses ``lse - scale * shift`` (the caller leaves the positive logits
+    without one), summing ``P_ij (c_ij - shift_i)`` entry by entry.
     """
     return Rule(
         partial(_lse_compute, xp, mode, block, columns),
@@ -149,6 +153,7 @@ def _lse_compute(
     scale: Any,
     row_nan: Array | None,
     col_nan: Array | None,
+    shift: Array | None,
 ) -> Arrays:
     one = u.shape[0] <= block and v.shape[0] <= block
 
@@ -194,17 +199,22 @@ def _lse_reverse(
     args: Arrays,
     outputs: Arrays,
 ) -> list[Array | None]:
-    u, v, scale, _, _ = args
+    u, v, scale, _, _, shift = args
     row_lse, col_lse, kept = outputs
     g_row, g_col, g_kept = cotangents
     if not columns:
         g_col = None
     need = (needed[0], needed[1], needed[2] and not isinstance(scale, (int, float)))
-    grads: list[Array | None] = [None] * 5
+    grads: list[Array | None] = [None] * 6
     if not any(need) or (g_row is None and g_col is None and g_kept is None):
         return grads
+    shifts = () if shift is None or not need[2] else (shift * scale,)
     rows = (u,) if g_row is None else (u, live(xp, g_row, row_lse), safe(xp, row_lse, scale))
     cols = (v,) if g_col is None else (v, live(xp, g_col, col_lse), safe(xp, col_lse, scale))
+    rows, cols = (
+        (rows + shifts if len(rows) > 1 else rows),
+        (cols + shifts if len(cols) > 1 else cols),
+    )
     one = kept.shape[0] != 0
     du, dv, (dscale,) = sweep(
         xp,
@@ -262,7 +272,11 @@ def _lse_tile_gradient(
     dv: Arrays,
     sums: Arrays,
 ) -> tuple[Arrays, Arrays, Arrays]:
-    """One tile of ``G = a P + b Q``: adds ``G v``, ``G^T u`` and ``sum(G L)``."""
+    """One tile of ``G = a P + b Q``: adds ``G v``, ``G^T u`` and ``sum(G L)``.
+
+    With the positive logits ``S`` (``rows[3]``, ``cols[3]``) the last is
+    ``sum(a P (L - S_row)) + sum(b Q (L - S_col))``, entry by entry.
+    """
     fresh = kept is None
     logits = (
         times(xp, mode, similarity(xp, mode, rows[0], cols[0]), scale, owned=True)
@@ -276,14 +290,18 @@ def _lse_tile_gradient(
         last = fresh and not (by_cols or need[2])
         g = times(xp, mode, exp_minus(xp, mode, logits, along(xp, rows[2], 1), owned=last),
                   along(xp, rows[1], 1), owned=True)  # fmt: skip
+        if need[2] and len(rows) > 3:
+            sums = (sums[0] + _inner(xp, g, logits - along(xp, rows[3], 1)),)
     if by_cols:
         last = fresh and not need[2]
         q = times(xp, mode, exp_minus(xp, mode, logits, along(xp, cols[2], 0), owned=last),
                   along(xp, cols[1], 0), owned=True)  # fmt: skip
+        if need[2] and len(cols) > 3:
+            sums = (sums[0] + _inner(xp, q, logits - along(xp, cols[3], 0)),)
         g = q if g is None else plus(xp, mode, g, q, owned=True)
     if g is None:
         return du, dv, sums
-    if need[2]:
+    if need[2] and len(rows) <= 3 and len(cols) <= 3:
         sums = (sums[0] + _inner(xp, g, logits),)
     if need[0]:
         du = (_add(du[0], g @ cols[0]),)
