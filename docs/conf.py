@@ -19,15 +19,29 @@ extensions = [
     "numpydoc",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    # The tutorials' examples run in the build and their figures land in it.
+    "matplotlib.sphinxext.plot_directive",
 ]
 
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build"]
+# _generated: the tables benchmarks/figures.py writes, included by the performance page.
+exclude_patterns = ["_build", "_generated"]
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"cosinekit {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+
+# The tutorials write their examples as doctests inside ``plot`` directives:
+# the docs session's pytest checks their output, the build runs them and
+# shows the figures they draw. The code is shown; the links to it are not.
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 100)]
+plot_rcparams = {"font.size": 10}
 
 # The numpydoc docstrings document every parameter; the signature alone is
 # enough in the summary tables.
