@@ -75,30 +75,43 @@ def test_the_json_records_the_targets_and_the_run(bench: object, tmp_path: Path)
 
 def test_figures_make_one_plot_per_topic_and_the_tables(bench: object, tmp_path: Path) -> None:
     _run(bench, tmp_path)
-    out = tmp_path / "static"
-    tables = tmp_path / "tables.md"
+    plots, tables = tmp_path / "static", tmp_path / "generated"
     figures = bench.figures  # type: ignore[attr-defined]
-    assert (
-        figures.main(
-            [str(tmp_path / "run.json"), "--output-dir", str(out), "--markdown", str(tables)]
-        )
-        == 0
-    )
-    assert sorted(p.name for p in out.iterdir()) == [
+    arguments = [
+        str(tmp_path / "run.json"),
+        "--output-dir",
+        str(plots),
+        "--tables-dir",
+        str(tables),
+    ]
+    assert figures.main(arguments) == 0
+    assert sorted(p.name for p in plots.iterdir()) == [
         "performance-rowwise.png",
         "performance-topk.png",
     ]
-    for png in out.iterdir():
+    for png in plots.iterdir():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    text = tables.read_text()
+    assert sorted(p.name for p in tables.iterdir()) == [
+        "performance-rowwise.md",
+        "performance-run.md",
+        "performance-summary.md",
+        "performance-topk.md",
+    ]
+    rowwise = (tables / "performance-rowwise.md").read_text()
     # Every ratio is cosinekit's time over the reference's.
-    assert "| row-wise | numpy | 100x8 | 2.00 | 0.20 (sk) |" in text
-    assert "| row-wise | torch | 100x8 float64 | 1.50 | 2.00 (F) |" in text
-    assert "| search | numpy | 10x50x8 | 1.00 | - |" in text
-    assert "| 5x faster than sk | 5.00 | >= 5 | - | yes |" in text
-    assert "| within 1.2x of F | 2.00 | <= 1.2 | <= 1 | **no** |" in text
-    assert "| within 1.5x of the limit | 1.00 | <= 1.5 | <= 1.1 | yes (ambition too) |" in text
-    assert text.index("### rowwise") < text.index("### topk")
+    assert "| row-wise | numpy | 100x8 | 2.00 | 0.20 (sk) |" in rowwise
+    assert "| row-wise | torch | 100x8 float64 | 1.50 | 2.00 (F) |" in rowwise
+    assert "| 5x faster than sk | 5.00 | >= 5 | - | yes |" in rowwise
+    assert "| within 1.2x of F | 2.00 | <= 1.2 | <= 1 | **no** |" in rowwise
+    topk = (tables / "performance-topk.md").read_text()
+    assert "| search | numpy | 10x50x8 | 1.00 | - |" in topk
+    assert "| within 1.5x of the limit | 1.00 | <= 1.5 | <= 1.1 | yes (ambition too) |" in topk
+    summary = (tables / "performance-summary.md").read_text()
+    assert "| {ref}`rowwise <performance-rowwise>` | 1 of 2 | within 1.2x of F |" in summary
+    assert "| {ref}`topk <performance-topk>` | 1 of 1 | - |" in summary
+    run = (tables / "performance-run.md").read_text()
+    assert run.startswith("`python benchmarks/run.py --quick`")
+    assert "load average" in run
 
 
 def test_a_speedup_target_is_drawn_at_its_time_ratio(bench: object) -> None:
