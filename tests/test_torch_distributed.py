@@ -234,7 +234,7 @@ def check_share_on_ranks(
     dist.all_reduce(mean)
     # NumPy's comparison: torch.testing's imports torch.distributed.tensor
     # (sympy) once a process group exists, seconds per process.
-    np.testing.assert_allclose(float(mean) / me.world_size, float(expected), rtol=1e-10)
+    np.testing.assert_allclose(float(mean) / me.world_size, float(expected.detach()), rtol=1e-10)
     reference = dict(single.named_parameters())
     for name, parameter in model.named_parameters():
         dist.all_reduce(parameter.grad)
@@ -264,6 +264,215 @@ def info_nce_share_with_hard_negatives_on_each_rank(me: Rank) -> None:
 @CHECKS.add
 def symmetric_info_nce_share(me: Rank) -> None:
     check_share_on_ranks(me, [2, 3, 0][: me.world_size], [0] * me.world_size, symmetric=True)
+
+
+# The modules with gather=True, against the functions on one process. Each
+# rank's model is a shared encoder and the loss module (with a learned
+# temperature, its parameter); the reference encodes the concatenated batch
+# with a copy and calls the function.
+
+
+class Encoded(torch.nn.Module):
+    """A shared encoder, then the loss module on the encoded rows."""
+
+    def __init__(self, loss: Any) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Linear(5, 4)
+        self.loss = loss
+        self.double()  # a learned temperature too
+
+    def forward(self, *inputs: Any) -> Any:
+        encoded = [self.encoder(x) if x.is_floating_point() else x for x in inputs]
+        return self.loss(*encoded)
+
+
+def check_module_on_ranks(
+    me: Rank, module: Any, rank_inputs: tuple[Any, ...], reference: Callable[..., Any]
+) -> None:
+    """Mean loss and mean gradient over ranks equal ``reference``'s on one process.
+
+    ``reference(encoder, log_inverse_temperature)`` is the loss of the whole
+    batch, from a copy of the encoder (and of the learned parameter).
+    """
+    model = Encoded(module)
+    single = Encoded(None)
+    parameters = dict(model.named_parameters())
+    learned = parameters.get("loss.log_inverse_temperature")
+    log_scale = None if learned is None else torch.nn.Parameter(learned.detach().clone())
+    expected = reference(single.encoder, log_scale)
+    if expected.requires_grad:  # else a constant, of gradient 0
+        expected.backward()
+    reference_grads = {f"encoder.{n}": p.grad for n, p in single.encoder.named_parameters()}
+    if log_scale is not None:
+        reference_grads["loss.log_inverse_temperature"] = log_scale.grad
+
+    loss = model(*(torch.tensor(x) for x in rank_inputs))
+    loss.backward()
+    mean = loss.detach().clone()
+    dist.all_reduce(mean)
+    np.testing.assert_allclose(
+        float(mean) / me.world_size, float(expected.detach()), rtol=1e-10, atol=1e-15
+    )
+    for name, parameter in parameters.items():
+        grad = parameter.grad.clone()
+        dist.all_reduce(grad)
+        wanted = reference_grads[name]
+        np.testing.assert_allclose(
+            (grad / me.world_size).numpy(),
+            np.zeros(grad.shape) if wanted is None else wanted.numpy(),
+            rtol=1e-10,
+            atol=1e-14,
+            err_msg=name,
+        )
+
+
+def info_nce_module_case(
+    me: Rank, counts: list[int], negatives: list[int], **options: Any
+) -> None:
+    """``InfoNCELoss(gather=True, **options)``; rank r's keys are its positives, then negatives."""
+    queries, positives = normal(8, sum(counts), 5), normal(9, sum(counts), 5)
+    extra = normal(10, sum(negatives), 5)
+    mine = own_rows(counts, me.rank)
+    my_keys = np.concatenate([positives[mine], extra[own_rows(negatives, me.rank)]])
+    learned = options.get("learn_temperature", False)
+    temperature = options.get("temperature", 0.05)
+    function_options = {
+        k: v for k, v in options.items() if k not in ("learn_temperature", "temperature")
+    }
+
+    def reference(encoder: Any, log_scale: Any) -> Any:
+        keys = torch.tensor(np.concatenate([positives, extra]))
+        t = torch.exp(-log_scale) if learned else temperature
+        return ck.info_nce_loss(
+            encoder(torch.tensor(queries)), encoder(keys), temperature=t, **function_options
+        )
+
+    module = ckt.InfoNCELoss(gather=True, **options)
+    check_module_on_ranks(me, module, (queries[mine], my_keys), reference)
+
+
+@CHECKS.add
+def info_nce_module_gives_the_single_process_loss_and_gradient(me: Rank) -> None:
+    for counts in row_counts(me.world_size):
+        # An empty global batch included; on one process that is the plain
+        # function's empty batch (the contrastive tests).
+        if sum(counts) or me.world_size > 1:
+            info_nce_module_case(me, counts, [0] * me.world_size)
+    counts = [2, 5, 1][: me.world_size]
+    info_nce_module_case(me, counts, [0] * me.world_size, reduction="sum", temperature=0.2)
+
+
+@CHECKS.add
+def info_nce_module_with_hard_negatives_and_a_learned_temperature(me: Rank) -> None:
+    negatives = [1, 2, 3][: me.world_size]
+    info_nce_module_case(me, [2, 5, 1][: me.world_size], negatives)
+    info_nce_module_case(me, [3, 0, 2][: me.world_size], negatives, learn_temperature=True)
+
+
+@CHECKS.add
+def symmetric_info_nce_module(me: Rank) -> None:
+    info_nce_module_case(me, [2, 3, 0][: me.world_size], [0] * me.world_size, symmetric=True)
+    info_nce_module_case(
+        me, [1, 0, 4][: me.world_size], [0] * me.world_size, symmetric=True, learn_temperature=True
+    )
+
+
+@CHECKS.add
+def info_nce_module_with_labels_among_the_gathered_keys(me: Rank) -> None:
+    # Labels are positions among the gathered keys (rank order); here each
+    # query's positive lies on the next rank, and "none" gives this rank's
+    # rows of the single-process per-query losses.
+    counts = [3, 1, 2][: me.world_size]
+    total, mine = sum(counts), own_rows(counts, me.rank)
+    queries, keys = normal(11, total, 5), normal(12, total, 5)
+    labels = (np.arange(total) + counts[0]) % total
+    encoder = Encoded(None).encoder
+    module = ckt.InfoNCELoss(0.1, gather=True, reduction="none")
+    rank_losses = module(
+        encoder(torch.tensor(queries[mine])),
+        encoder(torch.tensor(keys[mine])),
+        torch.tensor(labels[mine]),
+    )
+    expected = ck.info_nce_loss(
+        encoder(torch.tensor(queries)),
+        encoder(torch.tensor(keys)),
+        temperature=0.1,
+        labels=torch.tensor(labels),
+        reduction="none",
+    )
+    np.testing.assert_allclose(
+        rank_losses.detach().numpy(), expected[mine].detach().numpy(), rtol=1e-12
+    )
+    rank_losses.sum().backward()  # every rank takes part in the backward's gathers
+    module = ckt.InfoNCELoss(0.1, gather=True)
+
+    def reference(encoder: Any, _: Any) -> Any:
+        return ck.info_nce_loss(
+            encoder(torch.tensor(queries)),
+            encoder(torch.tensor(keys)),
+            temperature=0.1,
+            labels=torch.tensor(labels),
+        )
+
+    check_module_on_ranks(me, module, (queries[mine], keys[mine], labels[mine]), reference)
+
+
+def simclr_case(me: Rank, items: list[int]) -> None:
+    """Rank r holds two views of its ``items[r]`` items, labelled with their global ids.
+
+    The reference is SimCLR's layout on one process: ``concat(z1, z2)`` of
+    every item, labels ``concat(arange(N), arange(N))``.
+    """
+    total, mine = sum(items), own_rows(items, me.rank)
+    first, second = normal(13, total, 5), normal(14, total, 5)
+    ids = np.arange(total)
+
+    def reference(encoder: Any, _: Any) -> Any:
+        views = torch.tensor(np.concatenate([first, second]))
+        labels = torch.tensor(np.concatenate([ids, ids]))
+        return ck.ntxent_loss(encoder(views), labels, temperature=0.2)
+
+    rank_views = np.concatenate([first[mine], second[mine]])
+    rank_labels = np.concatenate([ids[mine], ids[mine]])
+    module = ckt.NTXentLoss(0.2, gather=True)
+    check_module_on_ranks(me, module, (rank_views, rank_labels), reference)
+
+
+@CHECKS.add
+def ntxent_module_simclr_with_global_ids(me: Rank) -> None:
+    simclr_case(me, [2, 0, 3][: me.world_size])
+    simclr_case(me, [1, 3, 0][: me.world_size])
+
+
+@CHECKS.add
+def ntxent_module_with_labels_shared_across_ranks(me: Rank) -> None:
+    counts = [3, 4, 0][: me.world_size]
+    total, mine = sum(counts), own_rows(counts, me.rank)
+    embeddings = normal(15, total, 5)
+    # Labels from a few classes (positives on other ranks, some rows without
+    # any), then all different: no positive pair, a loss of 0.
+    for labels in (np.random.default_rng(16).integers(0, 4, total), np.arange(total)):
+
+        def reference(encoder: Any, _: Any, labels: Any = labels) -> Any:
+            return ck.ntxent_loss(encoder(torch.tensor(embeddings)), torch.tensor(labels))
+
+        module = ckt.NTXentLoss(gather=True)
+        check_module_on_ranks(me, module, (embeddings[mine], labels[mine]), reference)
+
+
+@CHECKS.add
+def refuses_devices_the_group_cannot_gather_before_any_collective(me: Rank) -> None:
+    on_cpu, on_meta = torch.zeros(2, 3), torch.zeros(2, 3, device="meta")
+    if me.world_size > 1:
+        with pytest.raises(ValueError, match=r"x is on device meta.*gloo.*cpu"):
+            ckt.all_gather(on_meta)
+    with pytest.raises(ValueError, match="queries on cpu, keys on meta"):
+        ckt.InfoNCELoss(gather=True)(on_cpu, on_meta)
+    with pytest.raises(ValueError, match="embeddings on cpu, labels on meta"):
+        ckt.NTXentLoss(gather=True)(on_cpu, torch.zeros(2, device="meta"))
+    # Every rank raised before any collective: the group is still in step.
+    assert ckt.all_gather(torch.ones(1, 2)).shape == (me.world_size, 2)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ clamped to ``log(100)``), values and gradients.
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -120,22 +121,153 @@ def test_learned_temperature_matches_clip_values_and_gradients() -> None:
     torch.testing.assert_close(parameter.grad, logit_scale.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_learned_temperature_is_clamped_like_clip() -> None:
-    q, k = _randn(8, 4, seed=6).float(), _randn(8, 4, seed=7).float()
-    module = ckt.InfoNCELoss(temperature=0.05, learn_temperature=True)
-    with torch.no_grad():
-        module.log_inverse_temperature.fill_(10.0)  # 1/t = 22026: as an optimizer might
+LOG_CAP = math.log(100.0)
+
+
+def _aligned(seed: int) -> tuple[Any, Any]:
+    """A tight cluster of queries, each key near its query: even at ``1 / t = 100``
+    a larger inverse temperature lowers the loss (and `_far` keys raise it)."""
+    center = _randn(1, 4, seed=seed).float()
+    q = center + 0.1 * _randn(8, 4, seed=seed + 1).float()
+    return q, q + 0.02 * _randn(8, 4, seed=seed + 2).float()
+
+
+def _far(keys: Any) -> Any:
+    """Each query's positive moved to another query's key: a smaller 1 / t is better."""
+    return keys.roll(1, 0)
+
+
+def _learned(log_inverse_temperature: float) -> Any:
+    module = ckt.InfoNCELoss(temperature=0.05, learn_temperature=True, symmetric=True)
+    with torch.no_grad():  # the module's own parameter, as an optimizer writes it
+        module.log_inverse_temperature.fill_(log_inverse_temperature)
+    return module
+
+
+def test_learned_temperature_past_the_bound_is_clamped_in_the_forward_only() -> None:
+    q, k = _aligned(6)
+    module = _learned(10.0)  # 1/t = 22026, as a large optimizer step might leave it
+    parameter = module.log_inverse_temperature
+    version = parameter._version
     loss = module(q, k)
-    # Clamped in place to log(100), as CLIP clamps its logit_scale after each step.
-    torch.testing.assert_close(
-        module.log_inverse_temperature.detach(), torch.tensor(math.log(100.0))
-    )
+    torch.testing.assert_close(loss, ck.info_nce_loss(q, k, temperature=0.01, symmetric=True))
+    # Read, never written: the parameter keeps the optimizer's value.
+    assert parameter._version == version
+    assert parameter.item() == 10.0
+    # What is reported and saved is what the forward used.
     torch.testing.assert_close(module.temperature, 0.01)
-    torch.testing.assert_close(loss, ck.info_nce_loss(q, k, temperature=0.01))
+    saved = module.state_dict()["log_inverse_temperature"]
+    torch.testing.assert_close(saved, torch.tensor(LOG_CAP))
+    assert parameter.item() == 10.0
+    assert module.state_dict(keep_vars=True)["log_inverse_temperature"] is parameter
+
+
+def test_learned_temperature_gradient_at_the_bound_only_points_back() -> None:
+    # Past the bound the gradient is CLIP's at the bound where it would
+    # lower the parameter, and 0 where it would raise it further.
+    q, near = _aligned(8)
+    for keys, passes in [(_far(near), True), (near, False)]:
+        module = _learned(10.0)
+        module(q, keys).backward()
+        logit_scale = torch.nn.Parameter(torch.tensor(LOG_CAP))
+        _clip_reference(q, keys, logit_scale).backward()
+        assert (logit_scale.grad > 0) == passes  # the case is what it claims
+        expected = logit_scale.grad if passes else torch.zeros(())
+        torch.testing.assert_close(module.log_inverse_temperature.grad, expected)
+
+
+def test_learned_temperature_after_an_optimizer_step() -> None:
+    q, k = _aligned(16)
+    module = ckt.InfoNCELoss(temperature=0.0101, learn_temperature=True, symmetric=True)
+    optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
+    parameter = module.log_inverse_temperature
+    module(q, k).backward()
+    optimizer.step()  # past the bound
+    stepped = parameter.item()
+    assert stepped > LOG_CAP
+    torch.testing.assert_close(module.temperature, 0.01)
+    torch.testing.assert_close(
+        module.state_dict()["log_inverse_temperature"], torch.tensor(LOG_CAP)
+    )
+    restored = ckt.InfoNCELoss(temperature=0.5, learn_temperature=True, symmetric=True)
+    restored.load_state_dict(module.state_dict())
+    expected = ck.info_nce_loss(q, k, temperature=0.01, symmetric=True)
+    for loss_fn in (module, restored):
+        torch.testing.assert_close(loss_fn(q, k), expected)
+    # A gradient that would raise it further leaves it where it is (no drift) ...
+    for _ in range(3):
+        optimizer.zero_grad()
+        module(q, k).backward()
+        optimizer.step()
+    assert parameter.item() == stepped
+    # ... and one that lowers it moves it at once: CLIP's gradient at the bound.
+    optimizer.zero_grad()
+    module(q, _far(k)).backward()
+    optimizer.step()
+    logit_scale = torch.nn.Parameter(torch.tensor(LOG_CAP))
+    _clip_reference(q, _far(k), logit_scale).backward()
+    assert logit_scale.grad > stepped - LOG_CAP  # enough to come back below the bound
+    torch.testing.assert_close(parameter.detach(), stepped - logit_scale.grad)
+    assert module.temperature > 0.01
+
+
+def test_learned_temperature_under_functional_call_reads_the_given_tensor() -> None:
+    q, k = _aligned(12)
+    module = _learned(2.0)
+    given = torch.tensor(10.0, requires_grad=True)
+    loss = torch.func.functional_call(module, {"log_inverse_temperature": given}, (q, k))
+    torch.testing.assert_close(loss, ck.info_nce_loss(q, k, temperature=0.01, symmetric=True))
+    assert given._version == 0
+    assert given.item() == 10.0
+    assert module.log_inverse_temperature.item() == 2.0
+
+
+def test_learned_temperature_with_stacked_module_states_under_vmap() -> None:
+    q, k = _aligned(14)
+    models = [_learned(2.0), _learned(10.0), _learned(3.0)]
+    params, buffers = torch.func.stack_module_state(models)
+    stacked = params["log_inverse_temperature"]
+    before = stacked.detach().clone()
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss(params: Any, buffers: Any, keys: Any) -> Any:
+        return torch.func.functional_call(base, (params, buffers), (q, keys))
+
+    values = torch.func.vmap(loss, in_dims=(0, 0, None))(params, buffers, k)
+    expected = [
+        ck.info_nce_loss(q, k, temperature=t, symmetric=True)
+        for t in (1 / math.e**2, 0.01, 1 / math.e**3)
+    ]
+    torch.testing.assert_close(values, torch.stack(expected))
+    assert torch.equal(stacked.detach(), before)
+    # Per-model gradients, as each module's own backward gives them (the
+    # one past the bound: 0 for keys near their queries, CLIP's for far).
+    for keys in (k, _far(k)):
+        grads = torch.func.vmap(torch.func.grad(loss), in_dims=(0, 0, None))(params, buffers, keys)
+        for i, model in enumerate(models):
+            model.zero_grad()
+            model(q, keys).backward()
+            torch.testing.assert_close(
+                grads["log_inverse_temperature"][i], model.log_inverse_temperature.grad
+            )
+    assert torch.equal(stacked.detach(), before)
+
+
+@DYNAMO_LRU_CACHE
+def test_learned_temperature_under_torch_compile() -> None:
+    q, k = _aligned(12)
+    module = _learned(10.0)
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    loss = compiled(q, _far(k))
+    torch.testing.assert_close(
+        loss, ck.info_nce_loss(q, _far(k), temperature=0.01, symmetric=True)
+    )
     loss.backward()
-    # The gradient still flows at the bound, so the temperature can move back.
-    assert module.log_inverse_temperature.grad != 0
-    assert torch.isfinite(module.log_inverse_temperature.grad)
+    logit_scale = torch.nn.Parameter(torch.tensor(LOG_CAP))
+    _clip_reference(q, _far(k), logit_scale).backward()
+    torch.testing.assert_close(module.log_inverse_temperature.grad, logit_scale.grad)
+    assert module.log_inverse_temperature.item() == 10.0
 
 
 def test_learned_temperature_state_dict_round_trip() -> None:
@@ -157,13 +289,84 @@ def test_fixed_temperature_has_no_parameters() -> None:
     assert "temperature=0.07" in repr(module)
 
 
-def test_module_argument_errors() -> None:
-    with pytest.raises(ValueError, match="clamped"):
-        ckt.InfoNCELoss(temperature=0.001, learn_temperature=True)
-    with pytest.raises(ValueError, match="temperature"):
-        ckt.InfoNCELoss(temperature=0.0)
-    with pytest.raises(ValueError, match="reduction"):
-        ckt.CosineTripletLoss(reduction="batchmean")(*(_randn(2, 3),) * 3)
+# Every constructor argument, checked at construction (not at the first
+# forward), by the functions' own rules.
+BAD_ARGUMENTS = [
+    (ckt.NTXentLoss, {"temperature": 0}, ValueError, "temperature must be a positive finite"),
+    (ckt.NTXentLoss, {"temperature": float("nan")}, ValueError, "temperature"),
+    (ckt.InfoNCELoss, {"temperature": float("inf")}, ValueError, "temperature"),
+    (ckt.InfoNCELoss, {"temperature": True}, TypeError, "temperature must be a positive real"),
+    (ckt.InfoNCELoss, {"temperature": "0.1"}, TypeError, "temperature"),
+    (ckt.CoSENTLoss, {"scale": -1}, ValueError, "scale must be a positive finite"),
+    (ckt.CoSENTLoss, {"scale": "20"}, TypeError, "scale"),
+    (ckt.CosineTripletLoss, {"margin": "1"}, TypeError, "margin must be a real number"),
+    (ckt.CosineEmbeddingLoss, {"margin": float("nan")}, ValueError, "margin must be finite"),
+    (ckt.InfoNCELoss, {"reduction": "avg"}, ValueError, "reduction must be one of"),
+    (ckt.CosineTripletLoss, {"reduction": "batchmean"}, ValueError, "reduction"),
+    (ckt.CosineEmbeddingLoss, {"reduction": None}, ValueError, "reduction"),
+    (ckt.CosineDistanceLoss, {"reduction": "avg"}, ValueError, "sum_by_nonzero_weights"),
+    (ckt.InfoNCELoss, {"symmetric": "no"}, TypeError, "symmetric must be True or False"),
+    (ckt.InfoNCELoss, {"learn_temperature": 1}, TypeError, "learn_temperature"),
+    (ckt.InfoNCELoss, {"gather": "yes"}, TypeError, "gather must be True or False"),
+    (ckt.NTXentLoss, {"gather": 1}, TypeError, "gather"),
+    (ckt.CosineTripletLoss, {"swap": "no"}, TypeError, "swap"),
+    (ckt.CosineDistanceLoss, {"assume_normalized": None}, TypeError, "assume_normalized"),
+    (ckt.CoSENTLoss, {"axis": 1.0}, TypeError, "axis must be an integer"),
+    (ckt.CosineEmbeddingLoss, {"axis": True}, TypeError, "axis"),
+    (ckt.CosineDistanceLoss, {"eps": 0.0}, ValueError, "eps must be a positive finite"),
+    (ckt.NTXentLoss, {"eps": "1e-8"}, TypeError, "eps"),
+    (ckt.InfoNCELoss, {"temperature": 0.001, "learn_temperature": True}, ValueError, "clamped"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "arguments", "error", "match"),
+    BAD_ARGUMENTS,
+    ids=[f"{m.__name__}-{next(iter(a))}" for m, a, _, _ in BAD_ARGUMENTS],
+)
+def test_constructors_check_every_argument(
+    module: Any, arguments: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        module(**arguments)
+
+
+def test_constructors_take_numpy_scalars_as_python_ones() -> None:
+    module = ckt.InfoNCELoss(temperature=np.float32(0.5), symmetric=np.bool_(True))
+    assert module.options["symmetric"] is True
+    assert type(module.temperature) is float
+    assert ckt.CoSENTLoss(scale=np.int64(20), axis=np.int64(-1)).options == {
+        "scale": 20.0,
+        "axis": -1,
+        "eps": None,
+    }
+    distance = ckt.CosineDistanceLoss(reduction="sum_by_nonzero_weights", eps=1e-30)
+    assert distance.options["eps"] == 1e-30
+
+
+def test_gather_without_a_process_group_is_the_plain_loss() -> None:
+    assert not torch.distributed.is_initialized()
+    q, k = _randn(6, 5, seed=20), _randn(7, 5, seed=21)
+    loss = ckt.InfoNCELoss(temperature=0.1, gather=True)(q, k)
+    torch.testing.assert_close(loss, ck.info_nce_loss(q, k, temperature=0.1), rtol=0, atol=0)
+    labels = torch.tensor([0, 1, 0, 2, 1, 2])
+    loss = ckt.NTXentLoss(temperature=0.2, gather=True)(q, labels)
+    torch.testing.assert_close(loss, ck.ntxent_loss(q, labels, temperature=0.2), rtol=0, atol=0)
+    assert "gather=True" in repr(ckt.NTXentLoss(gather=True))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_modules_refuse_inputs_on_two_devices(name: str) -> None:
+    module, _, args = _modules_and_calls()[name]
+    on_meta = (*args[:-1], args[-1].to("meta"))
+    with pytest.raises(ValueError, match=r"on cpu.* on meta"):
+        module(*on_meta)
+
+
+def test_learned_temperature_on_another_device_than_the_inputs() -> None:
+    module = ckt.InfoNCELoss(learn_temperature=True).to("meta")
+    with pytest.raises(ValueError, match="queries on cpu, keys on cpu, temperature on meta"):
+        module(*_aligned(18))
 
 
 def test_importing_cosinekit_does_not_import_torch() -> None:

@@ -1,19 +1,34 @@
-"""A differentiable all-gather of uneven batches over ``torch.distributed``.
+"""A differentiable all-gather of uneven batches, and the losses of ``gather=True``.
 
 Imported only with torch (by `cosinekit.torch`). The two ``autograd.Function``
 classes are each other's backward: gathering's adjoint is summing every
 rank's gradient and keeping one's own rows, whose adjoint is gathering. So
 ``create_graph=True`` differentiates through either to any order, with the
 same collectives.
+
+`info_nce_share` and `ntxent_share` return a rank's share of the loss of
+every rank's rows (``W / N`` times the sum of its rows' losses; see the
+contrastive guide). Every rank runs the same collectives in the same order,
+whatever its batch (none included): the forward exchanges the row counts
+and gathers, and the backward meets the gathers in the reverse order of
+their creation (autograd runs the ready node created last first, and each
+gather's backward is ready once everything after it has run), so a rank
+with no rows keeps its loss connected to the gathered tensors.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ._contrastive import info_nce_loss, ntxent_loss
+from ._lib._strategy.autodiff import stop_gradient
+from ._lib._validation import positive_scalar, resolve, rows_of
+from ._pairwise import pairwise_cosine_similarity
 
 Tensor = Any
 
@@ -32,7 +47,9 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
         Shape ``(n_r, ...)`` on rank ``r``: ``n_r`` may differ between ranks
         (and be 0); the trailing shape and the dtype must be the same on
         every rank (``ValueError`` on every rank otherwise), on a device the
-        group's backend serves (the CPU for gloo, the rank's GPU for NCCL).
+        group's backend serves (the CPU for gloo, the rank's GPU for NCCL;
+        another, such as ``meta``, is a ``ValueError`` naming both, before
+        any collective).
     group : torch.distributed.ProcessGroup, optional
         The process group; the default group by default. The calling
         process must be a member.
@@ -81,7 +98,8 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
 
     Under ``torchrun`` each rank scores its own queries against every
     rank's keys; the positive of its ``i``-th query is the key at the number
-    of keys held by the ranks before it, plus ``i``::
+    of keys held by the ranks before it, plus ``i`` (what
+    ``InfoNCELoss(gather=True)`` does)::
 
         keys = all_gather(local_keys)
         counts = all_gather(torch.tensor([local_keys.shape[0]]))
@@ -97,39 +115,84 @@ def all_gather(x: Tensor, /, *, group: Any = None) -> Tensor:
     if x.ndim == 0:
         msg = "x must have at least one dimension (the rows to gather)"
         raise ValueError(msg)
-    if not (dist.is_available() and dist.is_initialized()):
+    if not gathering(group):
         return x
+    check_devices((x,), ("x",), group)
+    [counts] = row_counts((x,), ("x",), group)
+    return gather_rows(x, counts, group)
+
+
+def gathering(group: Any = None) -> bool:
+    """Whether a process group of more than one process is there to gather over.
+
+    A process outside ``group`` is a ``ValueError``.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
     if dist.get_rank(group) < 0:
         msg = "this process is not a member of the given process group"
         raise ValueError(msg)
-    if dist.get_world_size(group) == 1:
-        return x
-    return _Gather.apply(x, _row_counts(x, group), group)
+    return bool(dist.get_world_size(group) > 1)
 
 
-def _row_counts(x: Tensor, group: Any) -> list[int]:
-    """Every rank's number of rows, after checking that the rest of the shapes agree.
+def check_devices(tensors: Sequence[Tensor], names: Sequence[str], group: Any) -> None:
+    """A ``ValueError`` naming both devices for a tensor the group's backend cannot send.
 
-    Each rank sends its row count and a checksum of its trailing shape and
-    dtype; every rank receives all of them and so raises the same error,
-    where a mismatched gather would fail on some ranks only, or read rows
-    of the wrong shape.
+    Checked before any collective, so that every rank given such a tensor
+    raises the same error instead of failing inside one (a ``meta`` tensor
+    has no values to send: torch's own error comes from reading the counts).
     """
-    layout = repr((tuple(x.shape[1:]), str(x.dtype))).encode()
-    mine = torch.tensor([x.shape[0], zlib.crc32(layout)], dtype=torch.int64, device=x.device)
-    every = torch.empty(dist.get_world_size(group) * 2, dtype=torch.int64, device=x.device)
-    dist.all_gather(list(every.view(-1, 2).unbind(0)), mine, group=group)
-    counts, layouts = every.view(-1, 2).T.tolist()
-    if len(set(layouts)) > 1:
-        msg = (
-            "all_gather needs the same trailing shape and dtype on every rank; "
-            f"this rank has {tuple(x.shape[1:])} and {x.dtype}, and another rank differs"
-        )
-        raise ValueError(msg)
-    return [int(count) for count in counts]
+    process_group = dist.group.WORLD if group is None else group
+    # The device types the group's backends serve ("cpu" and "cuda" for
+    # gloo, "cuda" for NCCL); the attribute is not public, so without it only
+    # the meta device, which no backend serves, is refused.
+    served = {torch.device(d).type for d in getattr(process_group, "_device_types", ())}
+    for name, x in zip(names, tensors, strict=True):
+        if x.device.type == "meta" or (served and x.device.type not in served):
+            backend = dist.get_backend(group)
+            devices = ", ".join(sorted(served)) or "the devices it serves"
+            msg = (
+                f"{name} is on device {x.device}, which the process group's backend "
+                f"({backend}) cannot gather: it serves {devices}"
+            )
+            raise ValueError(msg)
 
 
-def _gather_rows(x: Tensor, counts: list[int], group: Any) -> Tensor:
+def row_counts(tensors: Sequence[Tensor], names: Sequence[str], group: Any) -> list[list[int]]:
+    """Every rank's number of rows of each tensor, after checking that the rest agrees.
+
+    One small all-gather for all of them: each rank sends, per tensor, its
+    row count and a checksum of its trailing shape and dtype; every rank
+    receives all of them and so raises the same error, where a mismatched
+    gather would fail on some ranks only, or read rows of the wrong shape.
+    """
+    mine = []
+    for x in tensors:
+        layout = repr((tuple(x.shape[1:]), str(x.dtype))).encode()
+        mine += [x.shape[0], zlib.crc32(layout)]
+    device = tensors[0].device
+    sent = torch.tensor(mine, dtype=torch.int64, device=device)
+    every = torch.empty(dist.get_world_size(group) * len(mine), dtype=torch.int64, device=device)
+    dist.all_gather(list(every.view(-1, len(mine)).unbind(0)), sent, group=group)
+    by_rank = every.view(-1, len(mine)).tolist()
+    counts = []
+    for i, (name, x) in enumerate(zip(names, tensors, strict=True)):
+        if len({row[2 * i + 1] for row in by_rank}) > 1:
+            msg = (
+                f"gathering {name} needs the same trailing shape and dtype on every rank; "
+                f"this rank has {tuple(x.shape[1:])} and {x.dtype}, and another rank differs"
+            )
+            raise ValueError(msg)
+        counts.append([int(row[2 * i]) for row in by_rank])
+    return counts
+
+
+def gather_rows(x: Tensor, counts: list[int], group: Any) -> Tensor:
+    """`all_gather` of ``x`` once every rank's row count is known (differentiable)."""
+    return _Gather.apply(x, counts, group)
+
+
+def _gather_padded(x: Tensor, counts: list[int], group: Any) -> Tensor:
     """The forward collective: pad to the largest count, gather, drop the padding."""
     largest = max(counts)
     if x.shape[0] < largest:
@@ -172,7 +235,7 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, counts: list[int], group: Any) -> Tensor:
         ctx.counts, ctx.group = counts, group
-        return _gather_rows(x, counts, group)
+        return _gather_padded(x, counts, group)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
@@ -190,3 +253,153 @@ class _SumOwnRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return _Gather.apply(grad, ctx.counts, ctx.group), None, None
+
+
+def info_nce_share(
+    queries: Tensor,
+    keys: Tensor,
+    labels: Tensor | None,
+    *,
+    temperature: float | Tensor,
+    symmetric: bool,
+    reduction: str,
+    eps: float | None,
+) -> Tensor:
+    """`info_nce_loss` of this rank's queries against every rank's keys, as its share.
+
+    Rank ``r``'s keys are its queries' positives, then (optionally) extra
+    negatives, so its ``i``-th query's positive is key ``i`` after the keys
+    of the ranks before it. With ``labels``, they are positions among the
+    gathered keys. ``symmetric`` gathers the queries too, and adds each of
+    this rank's keys against every query. ``"mean"`` returns ``W / N`` times
+    the sum of this rank's losses, ``"sum"`` ``W`` times it, and ``"none"``
+    this rank's rows of the per-query losses. Without a process group of
+    more than one process: `info_nce_loss`.
+    """
+    options: dict[str, Any] = {"temperature": temperature, "eps": eps}
+    if not gathering():
+        return info_nce_loss(
+            queries, keys, labels=labels, symmetric=symmetric, reduction=reduction, **options
+        )
+    # Every check that could fail on this rank alone, before any collective.
+    present = {"queries": queries, "keys": keys, "labels": labels, "temperature": temperature}
+    arrays = {name: x for name, x in present.items() if isinstance(x, torch.Tensor)}
+    resolve(*arrays.values(), names=tuple(arrays), xp=None)
+    rows_of(queries, "queries")
+    rows_of(keys, "keys")
+    if symmetric and (labels is not None or queries.shape[0] != keys.shape[0]):
+        msg = (
+            "symmetric=True needs labels=None and as many keys as queries on every rank, "
+            f"got {queries.shape[0]} queries and {keys.shape[0]} keys"
+        )
+        raise ValueError(msg)
+    check_devices((queries, keys), ("queries", "keys"), None)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    query_counts, key_counts = row_counts((queries, keys), ("queries", "keys"), None)
+    every_key = gather_rows(keys, key_counts, None)
+    options["reduction"] = "none" if reduction == "none" else "sum"
+    if labels is None:
+        offset = sum(key_counts[:rank])
+        loss = info_nce_loss(queries, every_key, positive_offset=offset, **options)
+    else:
+        loss = info_nce_loss(queries, every_key, labels=labels, **options)
+    if symmetric:
+        every_query = gather_rows(queries, query_counts, None)
+        offset = sum(query_counts[:rank])
+        loss = (loss + info_nce_loss(keys, every_query, positive_offset=offset, **options)) / 2
+    if reduction == "none":
+        return loss
+    total = sum(query_counts)
+    # The loss of an empty batch is 0 (the mean of no queries), not 0 / 0.
+    scale = world_size if reduction == "sum" else world_size / total if total else 0.0
+    return loss * scale
+
+
+def ntxent_share(
+    embeddings: Tensor, labels: Tensor, *, temperature: float, eps: float | None
+) -> Tensor:
+    """`ntxent_loss` of this rank's rows as anchors against every rank's rows, as its share.
+
+    Labels are compared across ranks. The share is ``W / C`` times the sum
+    of the pair losses of this rank's anchors, where ``C`` is the number of
+    positive pairs of the whole batch (an all-reduce of every rank's count),
+    and 0 where there is none. Without a process group of more than one
+    process: `ntxent_loss`.
+    """
+    if not gathering():
+        return ntxent_loss(embeddings, labels, temperature=temperature, eps=eps)
+    names = ("embeddings", "labels")
+    xp, mode = resolve(embeddings, labels, names=names, xp=None)
+    rows_of(embeddings, "embeddings")
+    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
+        msg = f"labels must have shape ({embeddings.shape[0]},), got shape {tuple(labels.shape)}"
+        raise ValueError(msg)
+    check_devices((embeddings, labels), names, None)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    counts, _ = row_counts((embeddings, labels), names, None)
+    every_embedding = gather_rows(embeddings, counts, None)
+    every_label = gather_rows(labels, counts, None)
+    total, count = _ntxent_sums(
+        xp,
+        mode,
+        embeddings,
+        labels,
+        every_embedding,
+        every_label,
+        sum(counts[:rank]),
+        temperature,
+        eps,
+    )
+    dist.all_reduce(count)
+    share = total * world_size / count.clamp(min=1).to(total.dtype)  # 0 without pairs
+    floating = embeddings.is_floating_point()
+    return share.to(embeddings.dtype if floating else torch.get_default_dtype())
+
+
+def _ntxent_sums(
+    xp: Any,
+    mode: Any,
+    anchors: Tensor,
+    anchor_labels: Tensor,
+    embeddings: Tensor,
+    labels: Tensor,
+    anchor_offset: int,
+    temperature: float,
+    eps: float | None,
+) -> tuple[Tensor, Tensor]:
+    """The sum of the pair losses of the anchor rows, and their number of positive pairs.
+
+    Anchor ``i`` is row ``anchor_offset + i`` of ``embeddings`` (no pair
+    with itself); its pairs and negatives are the rows of ``embeddings``.
+    The sum is in float32 for half-precision inputs, the count an int64.
+
+    INTERIM: `ntxent_loss`'s formula, restricted to the anchor rows, written
+    here in torch until the contrastive core's private NT-Xent sums (the
+    same quantity, tiled) are on main; this is then replaced by that core.
+    "Has a negative" is a property of the labels, so a NaN row among the
+    negatives makes its anchors' losses NaN.
+    """
+    similarity = pairwise_cosine_similarity(anchors, embeddings, eps=eps)
+    if similarity.dtype in (torch.float16, torch.bfloat16):
+        similarity = similarity.float()
+    scalar = positive_scalar(xp, mode, temperature, "temperature", similarity, inverse=True)
+    logits = similarity / scalar
+    n, m = similarity.shape
+    same = anchor_labels[:, None] == labels[None, :]
+    rows = torch.arange(n, device=similarity.device) + anchor_offset
+    itself = rows[:, None] == torch.arange(m, device=similarity.device)[None, :]
+    positive = same & ~itself
+    count = positive.sum()
+    if n == 0:  # still connected to the gathered rows: the backward's gathers
+        return logits.sum(), count
+    negative = ~same
+    zeros = torch.zeros_like(logits)
+    floor = torch.full_like(logits, -1.0) / scalar
+    largest = stop_gradient(xp, torch.where(negative, logits, floor).amax(dim=1, keepdim=True))
+    shifted = torch.exp(torch.where(negative, logits - largest, zeros))
+    scaled = torch.where(negative, shifted, zeros).sum(dim=1, keepdim=True)
+    has_negative = negative.any(dim=1, keepdim=True)
+    log_negatives = largest + torch.log(torch.where(has_negative, scaled, torch.ones_like(scaled)))
+    # -log(e^a / (e^a + S)) = log(1 + S e^-a), one logaddexp per pair.
+    pair_loss = torch.where(has_negative, torch.logaddexp(zeros, log_negatives - logits), zeros)
+    return torch.where(positive, pair_loss, zeros).sum(), count

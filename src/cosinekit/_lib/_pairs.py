@@ -6,8 +6,6 @@ import numbers
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from array_api_compat import is_array_api_obj
-
 from ._strategy.mode import Mode
 from ._validation import (
     broadcast_shape,
@@ -78,10 +76,12 @@ def prepare_pair(
     """
     arrays = (x1, x2) if feature_weights is None else (x1, x2, feature_weights)
     array_names = (*names, "feature_weights")[: len(arrays)]
+    # Everything but None and numbers counts (a number may be symbolic under
+    # torch.compile(dynamic=True), where is_array_api_obj cannot be traced).
     extra = [
         (name, value)
         for name, value in others
-        if is_array_api_obj(value) and not isinstance(value, numbers.Number)
+        if value is not None and not isinstance(value, numbers.Number)
     ]
     if resolved is None:
         xp, mode = resolve(

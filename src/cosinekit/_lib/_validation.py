@@ -306,11 +306,32 @@ def positive_scalar(
     return array
 
 
-def _check_positive(xp: ModuleType, value: Any, name: str, dtype: Any, *, inverse: bool) -> None:
-    # `value > 0` is False for NaN; `value < inf` excludes +inf.
+def positive_number(value: object, name: str) -> float:
+    """A positive finite real Python number: a temperature or scale fixed in advance.
+
+    The checks of `positive_scalar` that need no array: a bool or anything
+    but a real number is a ``TypeError``; zero, a negative, NaN or inf a
+    ``ValueError``. Whether ``1 / value`` or ``value`` overflows depends on
+    the dtype of the call, which checks it.
+    """
+    number = real_number(value)
+    if number is None:
+        msg = f"{name} must be a positive real number, got {_type_name(value)}"
+        raise TypeError(msg)
+    _check_finite_positive(number, name)
+    return number
+
+
+def _check_finite_positive(value: Any, name: str) -> None:
+    # `value > 0` is False for NaN; `value < inf` excludes +inf. Plain
+    # comparisons, so that a symbolic number passes them as guards.
     if not (value > 0 and value < math.inf):
         msg = f"{name} must be a positive finite number, got {value!r}"
         raise ValueError(msg)
+
+
+def _check_positive(xp: ModuleType, value: Any, name: str, dtype: Any, *, inverse: bool) -> None:
+    _check_finite_positive(value, name)
     largest = float(xp.finfo(dtype).max)
     if (1 / largest > value) if inverse else (value > largest):
         what = "1 / " + name if inverse else name
