@@ -274,7 +274,9 @@ def docs(session: nox.Session) -> None:
     # The pages show the same call on several backends; their examples run.
     for backend in ("torch", "jax", "dask", "array_api_strict"):
         session.install(*BACKEND_DEPS[backend])
-    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+    session.run(
+        "sphinx-build", "-n", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
     session.run(
         "pytest",
         "--doctest-glob=*.md",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmarks import THREADS
 from benchmarks.harness import Result, Target, Timing
@@ -28,37 +31,91 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def _bound(target: Target, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{'<=' if target.at_most else '>='} {value:g}"
-
-
 def target_report(results: Sequence[Result], targets: Sequence[Target]) -> tuple[str, bool]:
     """Each target that was measured: the ratio, the bar, the ambition, whether the bar is met."""
     lines = [
         "| target | measured | bar | ambition | met |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
-    all_met = True
+    rows = _target_rows(results, targets)
+    for row in rows:
+        sign = "<=" if row["at_most"] else ">="
+        ambition = "-" if row["ambition"] is None else f"{sign} {row['ambition']:g}"
+        lines.append(
+            f"| {row['description']} | {row['measured']:.2f} | {sign} {row['bar']:g} | "
+            f"{ambition} | {'yes' if row['met'] else 'NO'} |"
+        )
+    return "\n".join(lines), all(row["met"] for row in rows)
+
+
+def _target_rows(results: Sequence[Result], targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """The target report as data: each measured target, its bounds and whether it is met."""
+    rows = []
     for target in targets:
         found = [r for r in results if target.matches(r)]
         value = found[0].ratio(target.ratio) if found else None
         if value is None:
             continue
-        met = target.met(value)
-        all_met &= met
-        lines.append(
-            f"| {target.description} | {value:.2f} | {_bound(target, target.bound)} | "
-            f"{_bound(target, target.ambition)} | {'yes' if met else 'NO'} |"
+        rows.append(
+            {
+                "description": target.description,
+                "case": target.case,
+                "backend": target.backend,
+                "shape": found[0].shape,
+                "topic": found[0].topic,
+                "ratio": target.ratio,
+                "at_most": target.at_most,
+                "bar": target.bound,
+                "ambition": target.ambition,
+                "measured": value,
+                "met": target.met(value),
+                "ambition_met": target.ambition is not None
+                and (value <= target.ambition if target.at_most else value >= target.ambition),
+            }
         )
-    return "\n".join(lines), all_met
+    return rows
+
+
+def run_details(argv: Sequence[str]) -> dict[str, Any]:
+    """When, on what code and under what load a run started: called before measuring."""
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "arguments": list(argv),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def _commit() -> str | None:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return completed.stdout.strip()
 
 
 def write_json(
-    results: Sequence[Result], path: Path, quick: bool, timing: Timing, torch_compiler: str
+    results: Sequence[Result],
+    path: Path,
+    quick: bool,
+    timing: Timing,
+    torch_compiler: str,
+    targets: Sequence[Target] = (),
+    run: dict[str, Any] | None = None,
 ) -> None:
+    """The run's results, targets, settings, machine and versions, as JSON.
+
+    ``benchmarks/figures.py`` makes the docs' plots and tables from it.
+    """
+    run = {**(run or {}), "load_average_at_end": list(os.getloadavg())}
     payload = {
+        "run": run,
         "settings": {
             "quick": quick,
             "threads": THREADS,
@@ -77,6 +134,7 @@ def write_json(
             "cpu_count": os.cpu_count(),
         },
         "versions": _versions(),
+        "targets": _target_rows(results, targets),
         "results": [
             {
                 "topic": r.topic,

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         results = _measure_here(topics, [args.library], args, torch_compiler)
         args.child_output.write_text(json.dumps([dataclasses.asdict(r) for r in results]))
         return 0
+    run = report.run_details(argv)
     if args.one_process:
         results = _measure_here(topics, list(LIBRARIES), args, torch_compiler)
     else:
@@ -187,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     timing = QUICK_TIMING if args.quick else FULL_TIMING
     report.write_json(
-        results, args.output_dir / "benchmarks.json", args.quick, timing, torch_compiler
+        results,
+        args.output_dir / "benchmarks.json",
+        args.quick,
+        timing,
+        torch_compiler,
+        targets,
+        run,
     )
     report.plot(results, args.output_dir / "benchmarks.png")
     print(f"wrote {args.output_dir / 'benchmarks.json'} and benchmarks.png", file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import re
 
+from docutils import nodes
 from sphinx.application import Sphinx
 
 import cosinekit
@@ -19,15 +21,31 @@ extensions = [
     "numpydoc",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    # The tutorials' examples run in the build and their figures land in it.
+    "matplotlib.sphinxext.plot_directive",
 ]
 
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build"]
+# _generated: the tables benchmarks/figures.py writes, included by the performance page.
+exclude_patterns = ["_build", "_generated"]
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"cosinekit {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+
+# The tutorials write their examples as doctests inside ``plot`` directives:
+# the docs session's pytest checks their output, the build runs them and
+# shows the figures they draw. The code is shown; the links to it are not.
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+# Figures 7.5 inches wide fill the content column with their text at its
+# size; 150 dpi keeps them sharp on high-density screens.
+plot_formats = [("png", 150)]
+plot_rcparams = {"font.size": 10}
 
 # The numpydoc docstrings document every parameter; the signature alone is
 # enough in the summary tables.
@@ -114,32 +132,32 @@ BACKEND_TITLES = {
 
 
 def _capabilities_table() -> str:
-    """The backends table, from the one capability table of the package."""
+    """The backends table, from the one capability table of the package.
+
+    One column for the eager libraries (``all``, or the ones that apply),
+    one for Dask: ten columns did not fit the page.
+    """
     from cosinekit._lib._capabilities import CAPABILITIES, Dask, Shape
 
+    eager = {key: title for key, title in BACKEND_TITLES.items() if key != "dask"}
     header = [
         "function",
-        *BACKEND_TITLES.values(),
-        "`jit` / `torch.compile`",
+        ", ".join(eager.values()),
+        "Dask",
+        "`jit`, `torch.compile`",
         "on a GPU",
         "gradients with respect to",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, found in CAPABILITIES.items():
-        backends = [
-            (found.dask.value if backend == "dask" else "yes")
-            if backend in found.backends and not (backend == "dask" and found.dask is Dask.NONE)
-            else "no"
-            for backend in BACKEND_TITLES
-        ]
-        traced = (
-            "yes"
-            if found.shape is Shape.FIXED
-            else "eager only: `TypeError` under `jit`, a graph break under `torch.compile`"
-        )
+        present = [title for key, title in eager.items() if key in found.backends]
+        libraries = "all" if len(present) == len(eager) else ", ".join(present) or "none"
+        dask = found.dask.value if "dask" in found.backends else Dask.NONE.value
+        traced = "yes" if found.shape is Shape.FIXED else "eager only"
         gpu = "no host sync" if found.shape is Shape.FIXED else "reads its result size"
         gradients = ", ".join(f"`{a}`" for a in found.differentiable) or "none"
-        lines.append("| " + " | ".join([f"`{name}`", *backends, traced, gpu, gradients]) + " |")
+        cells = [f"`{name}`", libraries, dask, traced, gpu, gradients]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -150,7 +168,35 @@ def _fill_api_page(app: Sphinx, docname: str, source: list[str]) -> None:
         source[0] = source[0].replace("<!-- capabilities -->", _capabilities_table())
 
 
+def _wrappable_literals(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    """Long literals in table cells may wrap after a dot, an underscore or a comma.
+
+    A signature or a peer's dotted name in a table cell is wider than the
+    cell, and a literal never wraps, so the table ran past the page. An HTML
+    ``<wbr>`` after each ``.``, ``_``, ``,`` and ``(`` lets the browser break
+    there (and only there); copying the text copies no extra character.
+    """
+    for literal in list(doctree.findall(nodes.literal)):
+        if len(literal.astext()) < 10 or not _in_table(literal):
+            continue
+        pieces = re.split(r"(?<=[._,(])(?=.)", literal.astext())
+        children: list[nodes.Node] = [nodes.Text(pieces[0])]
+        for piece in pieces[1:]:
+            children += [nodes.raw("", "<wbr>", format="html"), nodes.Text(piece)]
+        literal.children = []
+        literal.extend(children)
+
+
+def _in_table(node: nodes.Node) -> bool:
+    while node.parent is not None:
+        node = node.parent
+        if isinstance(node, nodes.entry):
+            return True
+    return False
+
+
 def setup(app: Sphinx) -> dict[str, bool]:
-    """Register the hook that writes the API reference from ``__all__``."""
+    """Register the hooks: the API reference from ``__all__``, wrappable table literals."""
     app.connect("source-read", _fill_api_page)
+    app.connect("doctree-resolved", _wrappable_literals)
     return {"parallel_read_safe": True}
