@@ -16,7 +16,7 @@ from array_api_compat import device as array_device
 
 from ._kernels import unit_rows
 from ._ntxent_tiles import ntxent_rows
-from ._strategy.autodiff import clip_straight_through, stop_gradient
+from ._strategy.autodiff import clip_straight_through
 from ._strategy.mode import Mode
 from ._strategy.tiles import with_reverse
 from ._tiles import block_for, finite_rows, log_sum_exp
@@ -109,14 +109,8 @@ def info_nce_rows(
     # A product and a sum: their backward is two products, where a batched
     # vecdot's is two batched matrix products of degenerate shapes (slower).
     cosine = clip_straight_through(xp, mode, xp.sum(q * partner, axis=1), -1.0, 1.0)
-    # An array scale (a learned temperature) takes its whole gradient from
-    # the tiles, each logit against its row's positive (for symmetric, the
-    # column's positive is the same pair): sum_j P_ij (c_ij - c_i) per
-    # entry. Apart, sum_j P_ij c_ij and c_i are both near 1 where positives
-    # are close, and their difference lost digits (3e-4 relative in float32).
-    shift = None if isinstance(scale, numbers.Number) else stop_gradient(xp, cosine)
     block = block_for(xp, mode, q, n, m, block_size)
-    row_lse, col_lse, _ = with_reverse(
+    row, col, _ = with_reverse(
         xp,
         mode,
         log_sum_exp(xp, mode, block, columns=symmetric),
@@ -125,10 +119,9 @@ def info_nce_rows(
         scale,
         q_nan,
         k_nan,
-        shift,
+        cosine,
     )
-    positive = cosine * (scale if shift is None else stop_gradient(xp, scale))
-    loss = (row_lse + col_lse) / 2 - positive if symmetric else row_lse - positive
+    loss = (row + col) / 2 if symmetric else row
     if valid is None:
         return loss
     return xp.where(valid, loss, xp.full_like(loss, float("nan")))

@@ -122,19 +122,22 @@ def _merge(
 
 
 def log_sum_exp(xp: ModuleType, mode: Mode, block: int, *, columns: bool) -> Rule:
-    """``(u, v, scale, row_nan, col_nan, shift) -> (row_lse, col_lse, kept)`` and its backward.
+    """``(u, v, scale, row_nan, col_nan, positive) -> (row, col, kept)`` and its backward.
 
     ``u`` ``(n, d)`` and ``v`` ``(m, d)`` are unit rows without NaN;
     ``row_nan`` and ``col_nan`` are 0 or NaN per row (the rows that held NaN
-    before, constants), or None for none. ``row_lse`` is the log-sum-exp of
-    each row of ``scale * clip(u v^T)``, NaN where the row or any column
-    held NaN; ``col_lse`` the same per column where ``columns`` (else shape
-    ``(0,)``); ``kept`` the logits of the one tile, or shape ``(0, 0)`` when
-    tiled. ``scale`` is a Python number or a 0-d array. ``shift`` (a
-    constant, or None) is each row's positive cosine, also each column's
-    with ``columns``: the backward then gives ``scale`` the gradient of the
-    losses ``lse - scale * shift`` (the caller leaves the positive logits
-    without one), summing ``P_ij (c_ij - shift_i)`` entry by entry.
+    before, constants), or None for none; ``positive`` ``(n,)`` is each
+    row's positive cosine (with ``columns``, ``n == m`` and it is also each
+    column's). ``row`` is each row's loss, the log-sum-exp of its row of
+    ``L = scale * clip(u v^T)`` less ``scale * positive``, NaN where the row
+    or any column held NaN; ``col`` the same per column where ``columns``
+    (else shape ``(0,)``); ``kept`` the logits of the one tile, or shape
+    ``(0, 0)`` when tiled. ``scale`` is a Python number or a 0-d array.
+
+    The positive is inside the rule for the scale's gradient: ``sum_j
+    P_ij (c_ij - positive_i)`` entry by entry. Summed apart, ``sum_j P_ij
+    c_ij`` and ``positive_i`` are both near 1 where positives are close
+    (a learned temperature at its bound), and their difference lost digits.
     """
     return Rule(
         partial(_lse_compute, xp, mode, block, columns),
@@ -153,7 +156,7 @@ def _lse_compute(
     scale: Any,
     row_nan: Array | None,
     col_nan: Array | None,
-    shift: Array | None,
+    positive: Array,
 ) -> Arrays:
     one = u.shape[0] <= block and v.shape[0] <= block
 
@@ -186,7 +189,8 @@ def _lse_compute(
         row_lse = row_lse + xp.sum(col_nan)
         if columns:
             col_lse = col_lse + col_nan
-    return row_lse, col_lse, kept
+    shift = positive * scale
+    return row_lse - shift, col_lse - shift if columns else col_lse, kept
 
 
 def _lse_reverse(
@@ -199,22 +203,31 @@ def _lse_reverse(
     args: Arrays,
     outputs: Arrays,
 ) -> list[Array | None]:
-    u, v, scale, _, _, shift = args
-    row_lse, col_lse, kept = outputs
+    u, v, scale, _, _, positive = args
+    row, col, kept = outputs
     g_row, g_col, g_kept = cotangents
     if not columns:
         g_col = None
     need = (needed[0], needed[1], needed[2] and not isinstance(scale, (int, float)))
     grads: list[Array | None] = [None] * 6
-    if not any(need) or (g_row is None and g_col is None and g_kept is None):
+    if not (any(need) or needed[5]) or (g_row is None and g_col is None and g_kept is None):
         return grads
-    shifts = () if shift is None or not need[2] else (shift * scale,)
-    rows = (u,) if g_row is None else (u, live(xp, g_row, row_lse), safe(xp, row_lse, scale))
-    cols = (v,) if g_col is None else (v, live(xp, g_col, col_lse), safe(xp, col_lse, scale))
-    rows, cols = (
-        (rows + shifts if len(rows) > 1 else rows),
-        (cols + shifts if len(cols) > 1 else cols),
-    )
+    # The log-sum-exp, again: the rule returns it less the positive logit.
+    shift = positive * scale
+    rows: Arrays = (u,)
+    cols: Arrays = (v,)
+    if g_row is not None:
+        row_lse = row + shift
+        rows = (u, live(xp, g_row, row_lse), safe(xp, row_lse, scale), shift)
+    if g_col is not None:
+        col_lse = col + shift
+        cols = (v, live(xp, g_col, col_lse), safe(xp, col_lse, scale), shift)
+    if needed[5]:
+        coefficients = [side[1] for side in (rows, cols) if len(side) > 1]
+        if coefficients:
+            grads[5] = -sum(coefficients[1:], coefficients[0]) * scale
+    if not any(need):
+        return grads
     one = kept.shape[0] != 0
     du, dv, (dscale,) = sweep(
         xp,
@@ -272,10 +285,10 @@ def _lse_tile_gradient(
     dv: Arrays,
     sums: Arrays,
 ) -> tuple[Arrays, Arrays, Arrays]:
-    """One tile of ``G = a P + b Q``: adds ``G v``, ``G^T u`` and ``sum(G L)``.
+    """One tile of ``G = a P + b Q``: adds ``G v``, ``G^T u`` and the scale's term.
 
-    With the positive logits ``S`` (``rows[3]``, ``cols[3]``) the last is
-    ``sum(a P (L - S_row)) + sum(b Q (L - S_col))``, entry by entry.
+    The scale's term is ``sum(a P (L - S_row)) + sum(b Q (L - S_col))``,
+    entry by entry, with ``S`` the positive logits (``rows[3]``, ``cols[3]``).
     """
     fresh = kept is None
     logits = (
@@ -290,19 +303,17 @@ def _lse_tile_gradient(
         last = fresh and not (by_cols or need[2])
         g = times(xp, mode, exp_minus(xp, mode, logits, along(xp, rows[2], 1), owned=last),
                   along(xp, rows[1], 1), owned=True)  # fmt: skip
-        if need[2] and len(rows) > 3:
+        if need[2]:
             sums = (sums[0] + _inner(xp, g, logits - along(xp, rows[3], 1)),)
     if by_cols:
         last = fresh and not need[2]
         q = times(xp, mode, exp_minus(xp, mode, logits, along(xp, cols[2], 0), owned=last),
                   along(xp, cols[1], 0), owned=True)  # fmt: skip
-        if need[2] and len(cols) > 3:
+        if need[2]:
             sums = (sums[0] + _inner(xp, q, logits - along(xp, cols[3], 0)),)
         g = q if g is None else plus(xp, mode, g, q, owned=True)
     if g is None:
         return du, dv, sums
-    if need[2] and len(rows) <= 3 and len(cols) <= 3:
-        sums = (sums[0] + _inner(xp, g, logits),)
     if need[0]:
         du = (_add(du[0], g @ cols[0]),)
     if need[1]:
