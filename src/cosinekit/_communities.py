@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._lib._blocks import SearchInputs, block_starts, chunk_blocks, join_parts, row_block
+from ._lib._blocks import SearchInputs, block_starts, join_parts, row_block
 from ._lib._blocks import unit_vectors as _unit_vectors
-from ._lib._qualify import duplicate_floor
+from ._lib._qualify import chunk_triangle_search, duplicate_floor, triangle_pairs
 from ._lib._strategy.dask import dask_search_pairs
 from ._lib._strategy.loops import from_host, host_namespace, to_host
 from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
 from ._lib._validation import integer
-from ._similar_pairs import triangle_pairs
 
 Array = Any
 
@@ -96,22 +95,7 @@ def _dask_labels(inputs: SearchInputs, threshold: float, min_size: int) -> Array
     import dask
     import dask.array as da
 
-    chunk_size = inputs.chunk_size
-
-    def search(
-        chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
-    ) -> tuple[Array, ...]:
-        return triangle_pairs(
-            chunk_xp,
-            execution_mode(chunk_xp, queries, keys),
-            queries,
-            threshold,
-            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, pairs=True),
-            order="none",
-            keys=keys,
-            offsets=(query_start, key_start),
-            values=False,
-        )
+    search = chunk_triangle_search(inputs.chunk_size, threshold, order="none", values=False)
 
     def combine(chunk_xp: ModuleType, parts: list[tuple[Array, ...]]) -> tuple[Array, ...]:
         return join_parts(chunk_xp, list(parts))

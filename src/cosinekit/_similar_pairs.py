@@ -5,53 +5,16 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from array_api_compat import device as array_device
-
-from ._lib._blocks import SearchInputs, chunk_blocks, join_parts, search_blocks
-from ._lib._qualify import Qualifying, ordered_pairs
+from ._lib._blocks import SearchInputs, join_parts
+from ._lib._qualify import chunk_triangle_search, ordered_pairs, triangle_pairs
 from ._lib._strategy.dask import dask_search_pairs
 from ._lib._strategy.loops import from_host, host_namespace, to_host
-from ._lib._strategy.mode import Mode, eager_under_compile, execution_mode
-from ._lib._strategy.namespaces import index_dtype
+from ._lib._strategy.mode import eager_under_compile
 
 Array = Any
 Pairs = tuple[Array, Array, Array]
 
 __all__ = ["cosine_similar_pairs"]
-
-
-def triangle_pairs(
-    xp: ModuleType,
-    mode: Mode,
-    x: Array,
-    threshold: float,
-    *,
-    blocks: tuple[int, int],
-    order: str,
-    keys: Array | None = None,
-    offsets: tuple[int, int] = (0, 0),
-    values: bool = True,
-) -> tuple[Array, ...]:
-    """Every pair ``i < j`` of rows of ``x`` at or above ``threshold``, in ``order``.
-
-    Only the blocks above the diagonal are computed. ``keys`` and
-    ``offsets`` serve a Dask task: its query chunk ``x`` against the key
-    chunk ``keys``, placed at ``offsets`` in the collection.
-    """
-    visitor = Qualifying(
-        xp,
-        mode,
-        threshold,
-        features=int(x.shape[1]),
-        dtype=x.dtype,
-        index_dtype=index_dtype(xp),
-        device=array_device(x),
-        order=order,
-        group=blocks[0] * blocks[1],
-        triangle=True,
-        values=values,
-    )
-    return search_blocks(xp, mode, x, keys, visitor, blocks=blocks, offsets=offsets, triangle=True)
 
 
 def by_similarity(xp: ModuleType, found: list[Array]) -> Pairs:
@@ -67,21 +30,7 @@ def by_similarity(xp: ModuleType, found: list[Array]) -> Pairs:
 
 
 def _dask_similar_pairs(inputs: SearchInputs, threshold: float) -> Pairs:
-    chunk_size = inputs.chunk_size
-
-    def search(
-        chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
-    ) -> tuple[Array, ...]:
-        return triangle_pairs(
-            chunk_xp,
-            execution_mode(chunk_xp, queries, keys),
-            queries,
-            threshold,
-            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, pairs=True),
-            order="pairs",
-            keys=keys,
-            offsets=(query_start, key_start),
-        )
+    search = chunk_triangle_search(inputs.chunk_size, threshold, order="pairs")
 
     def combine(chunk_xp: ModuleType, parts: list[tuple[Array, ...]]) -> tuple[Array, ...]:
         found = ordered_pairs(chunk_xp, list(join_parts(chunk_xp, list(parts))), "pairs")

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from ._blocks import Block, join_parts
+from ._blocks import Block, chunk_blocks, join_parts, search_blocks
 from ._select import meets_diagonal, nonzero_2d
 from ._strategy.autodiff import clip_straight_through
 from ._strategy.loops import to_host
-from ._strategy.mode import Mode
+from ._strategy.mode import Mode, execution_mode
+from ._strategy.namespaces import index_dtype
 from ._strategy.select import mask_view, nonzero_flat
 
 Array = Any
@@ -224,3 +225,60 @@ def ordered_pairs(xp: ModuleType, found: list[Array], order: str) -> tuple[Array
         sequence = xp.argsort(rows, stable=True)
     del rows
     return tuple(xp.take(found.pop(0), sequence) for _ in range(len(found)))
+
+
+def triangle_pairs(
+    xp: ModuleType,
+    mode: Mode,
+    x: Array,
+    threshold: float,
+    *,
+    blocks: tuple[int, int],
+    order: str,
+    keys: Array | None = None,
+    offsets: tuple[int, int] = (0, 0),
+    values: bool = True,
+) -> tuple[Array, ...]:
+    """Every pair ``i < j`` of rows of ``x`` at or above ``threshold``, in ``order``.
+
+    Only the blocks above the diagonal are computed. ``keys`` and
+    ``offsets`` serve a Dask task: its query chunk ``x`` against the key
+    chunk ``keys``, placed at ``offsets`` in the collection.
+    """
+    visitor = Qualifying(
+        xp,
+        mode,
+        threshold,
+        features=int(x.shape[1]),
+        dtype=x.dtype,
+        index_dtype=index_dtype(xp),
+        device=array_device(x),
+        order=order,
+        group=blocks[0] * blocks[1],
+        triangle=True,
+        values=values,
+    )
+    return search_blocks(xp, mode, x, keys, visitor, blocks=blocks, offsets=offsets, triangle=True)
+
+
+def chunk_triangle_search(
+    chunk_size: int | None, threshold: float, *, order: str, values: bool = True
+) -> Any:
+    """The pairs of one Dask task: a query chunk against a key chunk at their offsets."""
+
+    def search(
+        chunk_xp: ModuleType, queries: Array, keys: Array, query_start: int, key_start: int
+    ) -> tuple[Array, ...]:
+        return triangle_pairs(
+            chunk_xp,
+            execution_mode(chunk_xp, queries, keys),
+            queries,
+            threshold,
+            blocks=chunk_blocks(chunk_xp, queries, keys, chunk_size, pairs=True),
+            order=order,
+            keys=keys,
+            offsets=(query_start, key_start),
+            values=values,
+        )
+
+    return search
