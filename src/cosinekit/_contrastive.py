@@ -37,11 +37,10 @@ from ._lib._validation import (
     positive_scalar,
     resolve,
 )
-from ._ranking import cosent_loss, cosine_triplet_loss
 
 Array = Any
 
-__all__ = ["cosent_loss", "cosine_triplet_loss", "info_nce_loss", "ntxent_loss"]
+__all__ = ["info_nce_loss", "ntxent_loss"]
 
 
 def _arrays(**arguments: object) -> tuple[tuple[Array, ...], tuple[str, ...]]:

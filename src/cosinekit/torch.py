@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ._contrastive import cosent_loss, cosine_triplet_loss, info_nce_loss, ntxent_loss
+from ._contrastive import info_nce_loss, ntxent_loss
 from ._lib._reduce import REDUCTIONS, WEIGHTED_REDUCTIONS
 from ._lib._validation import (
     choice,
@@ -44,6 +44,7 @@ from ._lib._validation import (
     positive_number,
 )
 from ._losses import cosine_distance_loss, cosine_embedding_loss
+from ._ranking import cosent_loss, cosine_triplet_loss
 from ._torch_cache import cached_backward
 from ._torch_distributed import all_gather, info_nce_share, ntxent_share
 
