@@ -134,8 +134,8 @@ def info_nce_loss(
         ``O((n + m) d + block_size**2)`` beyond the inputs and their
         gradients. ``None`` (the default) picks one per library and size:
         the dense form (one tile) for small matrices, tiles from 2048 x
-        2048 entries where they are faster (on the CPU: JAX, NumPy, eager
-        PyTorch up to 256 features), and always beyond 16384 x 16384
+        2048 entries where they are faster (on the CPU: NumPy, JAX up to
+        128 features, eager PyTorch up to 256), and always beyond 16384 x 16384
         entries (the contrastive guide lists the rule). The result does
         not depend on it beyond rounding.
     xp : namespace, optional
@@ -309,8 +309,8 @@ def ntxent_loss(
         ``O((n + m) d + block_size**2)`` beyond the inputs and their
         gradients. ``None`` (the default) picks one per library and size:
         the dense form (one tile) for small matrices, tiles from 2048 x
-        2048 entries where they are faster (on the CPU: JAX, NumPy, eager
-        PyTorch up to 256 features), and always beyond 16384 x 16384
+        2048 entries where they are faster (on the CPU: NumPy, JAX up to
+        128 features, eager PyTorch up to 256), and always beyond 16384 x 16384
         entries (the contrastive guide lists the rule). The result does
         not depend on it beyond rounding.
     xp : namespace, optional

@@ -66,11 +66,12 @@ def auto_block(xp: ModuleType, mode: Mode, like: Array, n: int, m: int, features
     """The tile side for ``block_size=None``; ``max(n, m)`` or more means one tile (dense).
 
     On the CPU (measured, see the module docstring): JAX under a trace
-    takes tiles of 512 from ``FAST_ENTRIES``: XLA fuses the dense form's
-    passes but still writes its matrix. NumPy (a forward only) and eager
-    PyTorch with at most 256 features take tiles of 1024; with more
-    features the tiles' second matrix product costs PyTorch more than the
-    cache saves, so it stays dense up to ``MEMORY_ENTRIES``. Dask stays one
+    with at most 128 features takes tiles of 512 from ``FAST_ENTRIES``:
+    XLA fuses the dense form's passes but still writes its matrix. NumPy
+    (a forward only) and eager PyTorch with at most 256 features take
+    tiles of 1024. With more features the tiles' second matrix product
+    costs more than the cache saves, so JAX and PyTorch stay dense up to
+    ``MEMORY_ENTRIES``. Dask stays one
     tile: its chunks already bound the memory of the dense form.
     """
     entries = n * m
@@ -90,7 +91,9 @@ def _cpu_tile(xp: ModuleType, mode: Mode, like: Array, features: int) -> int | N
     if is_jax_namespace(xp):
         import jax
 
-        return 512 if jax.default_backend() == "cpu" else None
+        if jax.default_backend() != "cpu":
+            return None
+        return 512 if features <= 128 else 0
     if is_torch_namespace(xp):
         if mode.autodiff is Autodiff.TORCH_COMPILE or not like.is_cpu:
             return None
