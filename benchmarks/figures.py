@@ -297,6 +297,13 @@ def run_paragraph(payload: dict[str, Any]) -> str:
         if loads
         else ""
     )
+    rerun = run.get("rerun")
+    if rerun:
+        again = " ".join(["python benchmarks/run.py", *rerun.get("arguments", [])])
+        load += (
+            f" Rows run again later, and kept in place of the first run's: {rerun['what']} "
+            f"(`{again}`, commit `{rerun['commit']}`)."
+        )
     versions = ", ".join(f"{name} {version}" for name, version in payload["versions"].items())
     threads = "1 thread" if settings["threads"] == 1 else f"{settings['threads']} threads"
     return (
