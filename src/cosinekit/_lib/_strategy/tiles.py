@@ -319,5 +319,37 @@ def _jax_with_reverse(rule: Rule, args: tuple[Any, ...]) -> Arrays:
         return tuple(grads[i] for i in where)
 
     function.defvjp(fwd, bwd, symbolic_zeros=True)
-    result: Arrays = function(*(args[i] for i in where))
+    result: Arrays = function(*_varying_alike([args[i] for i in where]))
     return result
+
+
+def _varying_alike(arrays: list[Any]) -> list[Any]:
+    """``arrays``, each made varying over every manual mesh axis any of them varies over.
+
+    Inside ``jax.shard_map`` a replicated argument (a learned temperature)
+    meets rows that vary over the mesh: the hand-written backward gives it
+    a varying cotangent, which JAX refuses for an input that does not vary.
+    Made varying first (``pcast(..., to="varying")``, older JAX ``pvary``),
+    its cotangent is summed over the devices by the cast's transpose, as
+    JAX's own derivatives do. Outside ``shard_map`` nothing varies.
+    """
+    import jax
+
+    def varying(x: Any) -> frozenset[str]:
+        aval = jax.typeof(x)
+        manual = getattr(aval, "manual_axis_type", None)
+        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+    axes = frozenset().union(*(varying(a) for a in arrays))
+    if not axes:
+        return arrays
+
+    def cast(x: Any) -> Any:
+        missing = tuple(sorted(axes - varying(x)))
+        if not missing:
+            return x
+        if hasattr(jax.lax, "pcast"):
+            return jax.lax.pcast(x, missing, to="varying")
+        return jax.lax.pvary(x, missing)
+
+    return [cast(a) for a in arrays]
