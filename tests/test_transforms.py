@@ -238,7 +238,13 @@ def test_torch_func_vmap(xp: ModuleType, row: Row, traced: tuple[str, ...]) -> N
 
 
 @on("torch")
-@pytest.mark.parametrize(("row", "traced"), positions(FIXED, "torch", differentiable=True))
+@pytest.mark.parametrize(
+    ("row", "traced"),
+    [
+        *positions(FIXED, "torch", differentiable=True),
+        *positions(VALUES, "torch", differentiable=True),
+    ],
+)
 def test_torch_autograd(xp: ModuleType, row: Row, traced: tuple[str, ...]) -> None:
     values = row.values()
     call, arrays = bind(xp, row, traced, values)
@@ -380,20 +386,6 @@ def test_torch_compile_value_dependent_is_a_graph_break(
     check_values(xp, row, result, row.reference(values))
     with pytest.raises(Exception, match="disable"):
         compile_copy(call, fullgraph=True, backend="eager", dynamic=False)(*arrays)
-
-
-@on("torch")
-@pytest.mark.parametrize(("row", "traced"), positions(VALUES, "torch", differentiable=True))
-def test_torch_autograd_value_dependent(xp: ModuleType, row: Row, traced: tuple[str, ...]) -> None:
-    values = row.values()
-    call, arrays = bind(xp, row, traced, values)
-    argnums = row.differentiable(traced)
-    inputs = requiring_grad(arrays, argnums)
-    result = call(*inputs)
-    check_values(xp, row, result, row.reference(values))
-    floating_sum(xp, result).backward()
-    for i in argnums:
-        check_gradient(row, values, traced[i], inputs[i].grad)
 
 
 # --- Labels out of range under a trace --------------------------------------------

@@ -36,6 +36,8 @@ from ._lib._validation import (
     positive_integer,
     positive_scalar,
     resolve,
+    rows_of,
+    vector_of,
 )
 
 Array = Any
@@ -55,16 +57,6 @@ def _arrays(**arguments: object) -> tuple[tuple[Array, ...], tuple[str, ...]]:
         if value is not None and not isinstance(value, numbers.Number)
     }
     return tuple(found.values()), tuple(found)
-
-
-def _check_vector(labels: Array, n: int | None, name: str, like: Array, owner: str) -> None:
-    """Check that ``labels`` is a 1-D array of ``n`` entries of ``like``'s library."""
-    namespace_of(like, labels, names=(owner, name), xp=None)
-    size = labels.shape[0] if labels.ndim == 1 else None
-    # Lazy (Dask) sizes are None or NaN: the library checks those when it runs.
-    if labels.ndim != 1 or (isinstance(n, int) and isinstance(size, int) and size != n):
-        msg = f"{name} must have shape ({n},), got shape {tuple(labels.shape)}"
-        raise ValueError(msg)
 
 
 def info_nce_loss(
@@ -232,7 +224,7 @@ def _positive_columns(
     n = queries.shape[0]
     rows = xp.arange(n, device=array_device(queries))
     if labels is not None:
-        _check_vector(labels, n, "labels", queries, "queries")
+        vector_of(labels, n, "labels", queries, "queries")
         if not xp.isdtype(labels.dtype, "integral"):
             msg = f"labels must be an integer array, got dtype {labels.dtype}"
             raise TypeError(msg)
@@ -365,10 +357,8 @@ def ntxent_loss(
     block = None if block_size is None else positive_integer(block_size, "block_size")
     arrays, names = _arrays(embeddings=embeddings, labels=labels, temperature=temperature)
     xp, mode = resolve(*arrays, names=names, xp=xp)
-    if embeddings.ndim != 2:
-        msg = f"embeddings must have shape (rows, features), got shape {tuple(embeddings.shape)}"
-        raise ValueError(msg)
-    _check_vector(labels, embeddings.shape[0], "labels", embeddings, "embeddings")
+    rows_of(embeddings, "embeddings")
+    vector_of(labels, embeddings.shape[0], "labels", embeddings, "embeddings")
     result_dtype, compute_dtype = floating_dtypes(xp, embeddings)
     like = xp.zeros((), dtype=compute_dtype, device=array_device(embeddings))
     temperature = positive_scalar(xp, mode, temperature, "temperature", like, inverse=True)

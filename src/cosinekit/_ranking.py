@@ -18,21 +18,11 @@ from ._lib._kernels import similarity_rows
 from ._lib._pairs import as_result, prepare_pair
 from ._lib._reduce import REDUCTIONS, reduce_loss
 from ._lib._strategy.autodiff import stop_gradient
-from ._lib._validation import choice, finite_real, flag, namespace_of, positive_scalar, resolve
+from ._lib._validation import choice, finite_real, flag, positive_scalar, resolve, vector_of
 
 Array = Any
 
 __all__ = ["cosent_loss", "cosine_triplet_loss"]
-
-
-def _check_scores(scores: Array, n: int | None, like: Array) -> None:
-    """Check that ``scores`` is a 1-D array of ``n`` entries of ``like``'s library."""
-    namespace_of(like, scores, names=("x1", "scores"), xp=None)
-    size = scores.shape[0] if scores.ndim == 1 else None
-    # Lazy (Dask) sizes are None or NaN: the library checks those when it runs.
-    if scores.ndim != 1 or (isinstance(n, int) and isinstance(size, int) and size != n):
-        msg = f"scores must have shape ({n},), got shape {tuple(scores.shape)}"
-        raise ValueError(msg)
 
 
 def cosent_loss(
@@ -131,7 +121,7 @@ def cosent_loss(
             f"broadcast shape {tuple(pair.x1.shape)} without axis has {cosine.ndim} dimensions"
         )
         raise ValueError(msg)
-    _check_scores(scores, cosine.shape[0], cosine)
+    vector_of(scores, cosine.shape[0], "scores", cosine, "x1")
     if not xp.isdtype(scores.dtype, ("real floating", "integral")):
         msg = f"scores must be real, got dtype {scores.dtype}"
         raise TypeError(msg)

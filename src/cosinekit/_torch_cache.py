@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ._lib._cache_args import (
+    checked_embedding,
     common_rows,
     per_role,
     role_batches,
@@ -238,17 +239,7 @@ def _rows(batch: Any, start: int, stop: int) -> Any:
 
 
 def _embed(encoder: Callable[[Any], Tensor], piece: Any, rows: int, role: int) -> Tensor:
-    embedding = encoder(piece)
-    if not isinstance(embedding, torch.Tensor):
-        msg = f"the encoder of inputs[{role}] must return a tensor, got {_type_name(embedding)}"
-        raise TypeError(msg)
-    if embedding.ndim == 0 or embedding.shape[0] != rows:
-        msg = (
-            f"the encoder of inputs[{role}] returned shape {tuple(embedding.shape)} for a "
-            f"slice of {rows} rows; embeddings need one row per input row"
-        )
-        raise ValueError(msg)
-    return embedding
+    return checked_embedding(encoder(piece), torch.Tensor, "a tensor", role, rows)
 
 
 def _check_loss(loss: Any) -> None:

@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from ._contrastive import info_nce_loss, ntxent_loss
 from ._lib._contrastive_core import ntxent_sums
-from ._lib._validation import floating_dtypes, positive_scalar, resolve, rows_of
+from ._lib._validation import floating_dtypes, positive_scalar, resolve, rows_of, vector_of
 
 Tensor = Any
 
@@ -338,9 +338,7 @@ def ntxent_share(
     names = ("embeddings", "labels")
     xp, mode = resolve(embeddings, labels, names=names, xp=None)
     rows_of(embeddings, "embeddings")
-    if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        msg = f"labels must have shape ({embeddings.shape[0]},), got shape {tuple(labels.shape)}"
-        raise ValueError(msg)
+    vector_of(labels, embeddings.shape[0], "labels", embeddings, "embeddings")
     check_devices((embeddings, labels), names, None)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     counts, _ = row_counts((embeddings, labels), names, None)

@@ -42,7 +42,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._lib._cache_args import common_rows, per_role, role_batches
+from ._lib._cache_args import checked_embedding, common_rows, per_role, role_batches
 from ._lib._validation import _type_name, positive_integer
 
 __all__ = ["cached_value_and_grad"]
@@ -207,19 +207,7 @@ class _Role:
 
     def _apply(self, params: PyTree, piece: PyTree, key: Array | None, rows: int) -> Array:
         embedding = self.encode(params, piece) if key is None else self.encode(params, piece, key)
-        if not isinstance(embedding, jax.Array):
-            msg = (
-                f"the encoder of inputs[{self.role}] must return an array, "
-                f"got {_type_name(embedding)}"
-            )
-            raise TypeError(msg)
-        if embedding.ndim == 0 or embedding.shape[0] != rows:
-            msg = (
-                f"the encoder of inputs[{self.role}] returned shape {embedding.shape} for a "
-                f"slice of {rows} rows; embeddings need one row per input row"
-            )
-            raise ValueError(msg)
-        return embedding
+        return checked_embedding(embedding, jax.Array, "an array", self.role, rows)
 
     def embed(self, params: PyTree) -> Array:
         """Pass 1: the embeddings of every row, slice by slice."""

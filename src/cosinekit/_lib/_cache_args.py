@@ -60,3 +60,23 @@ def common_rows(sizes: Sequence[tuple[str, int]], role: int) -> int:
 def slice_bounds(rows: int, chunk_size: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of each slice; an empty batch is one empty slice."""
     return [(start, min(start + chunk_size, rows)) for start in range(0, max(rows, 1), chunk_size)]
+
+
+def checked_embedding(
+    embedding: Any, array_type: type[Any], kind: str, role: int, rows: int
+) -> Any:
+    """The encoder's output for a slice of ``rows`` rows of role ``role``, checked.
+
+    It must be an ``array_type`` (named ``kind`` in the message) with one
+    row per input row.
+    """
+    if not isinstance(embedding, array_type):
+        msg = f"the encoder of inputs[{role}] must return {kind}, got {_type_name(embedding)}"
+        raise TypeError(msg)
+    if embedding.ndim == 0 or embedding.shape[0] != rows:
+        msg = (
+            f"the encoder of inputs[{role}] returned shape {tuple(embedding.shape)} for a "
+            f"slice of {rows} rows; embeddings need one row per input row"
+        )
+        raise ValueError(msg)
+    return embedding

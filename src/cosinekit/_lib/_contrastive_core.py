@@ -20,7 +20,7 @@ from ._strategy.autodiff import clip_straight_through
 from ._strategy.mode import Mode
 from ._strategy.tiles import with_reverse
 from ._tiles import block_for, finite_rows, log_sum_exp
-from ._validation import floating_dtypes, positive_eps
+from ._validation import floating_dtypes, positive_eps, rows_of
 
 Array = Any
 
@@ -55,9 +55,7 @@ def unit_matrix_rows(
     """
     arrays = (x,) if y is None else (x, y)
     for name, array in zip(names, arrays, strict=False):
-        if array.ndim != 2:
-            msg = f"{name} must have shape (rows, features), got shape {tuple(array.shape)}"
-            raise ValueError(msg)
+        rows_of(array, name)
     if y is not None and x.shape[1] != y.shape[1]:
         msg = (
             f"{names[0]} and {names[1]} must have the same number of features, got "

@@ -19,8 +19,7 @@ from ._blocks import Block
 from ._select import take_2d
 from ._strategy.mode import Mode
 from ._strategy.namespaces import index_dtype
-from ._strategy.select import search_prunes
-from ._topk import FixedTopK, PrunedTopK
+from ._topk import FixedTopK, PrunedTopK, topk_visitor
 
 Array = Any
 State = tuple[tuple[Array, Array], Array | None]
@@ -146,13 +145,9 @@ def in_window(
 def mining_visitor(
     xp: ModuleType, mode: Mode, size: int, capped: bool, count: bool, sentinel: int, like: Array
 ) -> Mining:
-    """The visitor of a mining search: pruned where reads are free, fixed shapes elsewhere."""
+    """The visitor of a mining search: the top-``size`` of the non-positive keys."""
     negatives = Negatives(capped)
-    inner: PrunedTopK | FixedTopK
-    if search_prunes(xp, mode):
-        inner = PrunedTopK(
-            xp, mode, size, sentinel=sentinel, excluded=negatives, fill=False, like=like
-        )
-    else:
-        inner = FixedTopK(xp, mode, size, excluded=negatives, like=like)
+    inner = topk_visitor(
+        xp, mode, size, excluded=negatives, sentinel=sentinel, fill=False, like=like
+    )
     return Mining(inner, negatives, count)

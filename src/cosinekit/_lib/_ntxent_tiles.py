@@ -34,7 +34,17 @@ from ._strategy.inplace import times
 from ._strategy.mode import Mode
 from ._strategy.namespaces import index_dtype
 from ._strategy.tiles import Rule, sweep
-from ._tiles import along, finite_rows, live, running_start, safe, similarity, zeros
+from ._tiles import (
+    along,
+    finite_rows,
+    inner,
+    live,
+    running_start,
+    safe,
+    scaled_gradients,
+    similarity,
+    zeros,
+)
 
 Array = Any
 Arrays = tuple[Array, ...]
@@ -211,17 +221,8 @@ def _reverse(
         lambda c: (xp.zeros_like(c[0]),) if need[1] else (),
         (zeros(xp, a, ()),),
     )
-    if g_kept is not None and tile is not None:
-        # The kept logits themselves: scale * clip(a e^T), the clip straight through.
-        da = (da[0] + g_kept @ e_clean,) if need[0] else da
-        de = (de[0] + xp.matrix_transpose(g_kept) @ a_clean,) if need[1] else de
-        dscale = dscale + _inner(xp, g_kept, tile)
-    if need[0]:
-        grads[0] = da[0] * scale
-    if need[1]:
-        grads[1] = de[0] * scale
-    if need[2]:
-        grads[2] = dscale / scale
+    first = (da[0] if need[0] else None, de[0] if need[1] else None, dscale)
+    scaled_gradients(xp, need, scale, grads, first, (a_clean, e_clean), g_kept, tile)
     return grads
 
 
@@ -266,11 +267,6 @@ def _coefficients(
     return (on_negatives, *on_positives), tuple(curved)
 
 
-def _inner(xp: ModuleType, x: Array, y: Array) -> Array:
-    """``sum(x * y)`` of two matrices, without writing their product."""
-    return xp.vecdot(xp.reshape(x, (-1,)), xp.reshape(y, (-1,)))
-
-
 def _pair_terms(
     xp: ModuleType, mode: Mode, scale: Any, tile: Array | None, rows: Arrays, cols: Arrays
 ) -> tuple[Array, Array, Array, Array]:
@@ -308,7 +304,7 @@ def _gradient_tile(
     if on_positives is not None:
         g = xp.where(positive, -on_positives, g)
     if need[2]:
-        sums = (sums[0] + _inner(xp, g, logits),)
+        sums = (sums[0] + inner(xp, g, logits),)
     if need[0]:
         da = (da[0] + g @ cols[0],)
     if need[1]:

@@ -240,19 +240,42 @@ def _lse_reverse(
         partial(_accumulator, xp, need[1] and not one),
         (zeros(xp, u, ()),),
     )
-    if g_kept is not None:
-        # The kept logits themselves: scale * clip(u v^T), the clip straight through.
-        du = (_add(du[0], g_kept @ v),) if need[0] else du
-        dv = (_add(dv[0], xp.matrix_transpose(g_kept) @ u),) if need[1] else dv
+    scaled_gradients(
+        xp, need, scale, grads, (du[0], dv[0], dscale), (u, v), g_kept, kept if one else None
+    )
+    return grads
+
+
+def scaled_gradients(
+    xp: ModuleType,
+    need: tuple[bool, bool, bool],
+    scale: Any,
+    grads: list[Array | None],
+    sums: tuple[Array | None, Array | None, Array],
+    clean: tuple[Array, Array],
+    g_kept: Array | None,
+    kept: Array | None,
+) -> None:
+    """Sets ``grads[0:3]`` from the sweep's sums of the logits' cotangent ``G``.
+
+    ``sums`` are ``G v``, ``G^T u`` and ``sum(G L)``; the kept tile's own
+    cotangent (present when the backward is differentiated) adds to them,
+    the clip straight through. The logits are ``scale`` times the cosines,
+    whence the final factors.
+    """
+    du, dv, dscale = sums
+    u, v = clean
+    if g_kept is not None and kept is not None:
+        du = _add(du, g_kept @ v) if need[0] else du
+        dv = _add(dv, xp.matrix_transpose(g_kept) @ u) if need[1] else dv
         if need[2]:
-            dscale = dscale + _inner(xp, g_kept, kept)
-    if need[0]:
-        grads[0] = du[0] * scale
-    if need[1]:
-        grads[1] = dv[0] * scale
+            dscale = dscale + inner(xp, g_kept, kept)
+    if need[0] and du is not None:
+        grads[0] = du * scale
+    if need[1] and dv is not None:
+        grads[1] = dv * scale
     if need[2]:
         grads[2] = dscale / scale
-    return grads
 
 
 def _accumulator(xp: ModuleType, zeroed: bool, arrays: Arrays) -> Arrays:
@@ -268,7 +291,7 @@ def _add(total: Array | None, term: Array) -> Array:
     return term if total is None else total + term
 
 
-def _inner(xp: ModuleType, x: Array, y: Array) -> Array:
+def inner(xp: ModuleType, x: Array, y: Array) -> Array:
     """``sum(x * y)`` of two matrices, without writing their product."""
     return xp.vecdot(xp.reshape(x, (-1,)), xp.reshape(y, (-1,)))
 
@@ -304,13 +327,13 @@ def _lse_tile_gradient(
         g = times(xp, mode, exp_minus(xp, mode, logits, along(xp, rows[2], 1), owned=last),
                   along(xp, rows[1], 1), owned=True)  # fmt: skip
         if need[2]:
-            sums = (sums[0] + _inner(xp, g, logits - along(xp, rows[3], 1)),)
+            sums = (sums[0] + inner(xp, g, logits - along(xp, rows[3], 1)),)
     if by_cols:
         last = fresh and not need[2]
         q = times(xp, mode, exp_minus(xp, mode, logits, along(xp, cols[2], 0), owned=last),
                   along(xp, cols[1], 0), owned=True)  # fmt: skip
         if need[2]:
-            sums = (sums[0] + _inner(xp, q, logits - along(xp, cols[3], 0)),)
+            sums = (sums[0] + inner(xp, q, logits - along(xp, cols[3], 0)),)
         g = q if g is None else plus(xp, mode, g, q, owned=True)
     if g is None:
         return du, dv, sums

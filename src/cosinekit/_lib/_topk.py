@@ -109,6 +109,22 @@ class FixedTopK:
         return values, indices
 
 
+def topk_visitor(
+    xp: ModuleType,
+    mode: Mode,
+    k: int,
+    *,
+    excluded: Excluded | None,
+    sentinel: int,
+    fill: bool,
+    like: Array,
+) -> PrunedTopK | FixedTopK:
+    """The visitor of a blocked top-``k``: pruned where reads are free, fixed shapes elsewhere."""
+    if search_prunes(xp, mode):
+        return PrunedTopK(xp, mode, k, sentinel=sentinel, excluded=excluded, fill=fill, like=like)
+    return FixedTopK(xp, mode, k, excluded=excluded, like=like)
+
+
 def topk_blocks(
     xp: ModuleType,
     mode: Mode,
@@ -131,13 +147,9 @@ def topk_blocks(
     for the merge with the other chunks.
     """
     excluded = SelfExcluded() if exclude_self else None
-    visitor: PrunedTopK | FixedTopK
-    if search_prunes(xp, mode):
-        visitor = PrunedTopK(
-            xp, mode, k, sentinel=sentinel, excluded=excluded, fill=fill, like=queries
-        )
-    else:
-        visitor = FixedTopK(xp, mode, k, excluded=excluded, like=queries)
+    visitor = topk_visitor(
+        xp, mode, k, excluded=excluded, sentinel=sentinel, fill=fill, like=queries
+    )
     values, indices = search_blocks(
         xp, mode, queries, keys, visitor, blocks=blocks, offsets=offsets, progress=progress
     )

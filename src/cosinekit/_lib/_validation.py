@@ -282,6 +282,16 @@ def finite_real(value: object, name: str) -> float:
     return number
 
 
+def vector_of(x: Array, n: int | None, name: str, like: Array, owner: str) -> None:
+    """Check that ``x`` is a 1-D array of ``n`` entries of ``like``'s (``owner``'s) library."""
+    namespace_of(like, x, names=(owner, name), xp=None)
+    size = x.shape[0] if x.ndim == 1 else None
+    # Lazy (Dask) sizes are None or NaN: the library checks those when it runs.
+    if x.ndim != 1 or (isinstance(n, int) and isinstance(size, int) and size != n):
+        msg = f"{name} must have shape ({n},), got shape {tuple(x.shape)}"
+        raise ValueError(msg)
+
+
 def rows_of(x: Array, name: str) -> None:
     """Check that ``x`` is 2-D: ``(rows, features)``."""
     if x.ndim != 2:
