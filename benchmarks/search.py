@@ -30,7 +30,11 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+if not __package__:  # run as a script: the mining sizes come from benchmarks.topics
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 THREADS = 2
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
