@@ -18,6 +18,7 @@ step against a single process that sees the whole batch.
 """
 
 import copy
+import datetime
 
 import torch
 import torch.distributed as dist
@@ -54,7 +55,8 @@ def my_rows(batch, noise):
 
 def main():
     """A few training steps, then the check against one process."""
-    dist.init_process_group("gloo")
+    # A rank that dies makes the others fail after a minute, not hang.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     world_size = dist.get_world_size()
     torch.manual_seed(0)  # the same model and data on every rank
     model = Model()
